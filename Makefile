@@ -1,0 +1,46 @@
+# Lamia's two commands: `make demo` runs a whole release locally, `make test` runs the tests.
+# Both work on a fresh machine with nothing but Python: they create .venv and install
+# the Debian packages they need when missing.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := prometheus
+PYTEST_ARGS ?=
+
+.PHONY: test lint typecheck pytest demo ui-check bench venv system-packages clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Installs only what is missing, so a machine that has them needs no root.
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+typecheck: venv
+	$(VENV)/bin/mypy lamia_core
+	$(VENV)/bin/mypy tasks flows lamia_sandbox
+
+pytest: venv system-packages
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

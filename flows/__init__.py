@@ -1,0 +1,1 @@
+"""Prefect flows that drive releases, and the ``lamia`` command line."""

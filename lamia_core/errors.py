@@ -1,0 +1,142 @@
+"""Lamia's one error hierarchy.
+
+Every failure that Lamia reports derives from :class:`LamiaError`. The split
+that matters to callers is whether trying again can help::
+
+    LamiaError
+    ├── PermanentError            trying again gives the same answer
+    │   ├── InvalidInput          the user's input is wrong (exit code 2)
+    │   │   ├── LanguageError     a condition or expression with line and column
+    │   │   └── WeightsError      weights that are not integers 0..100 summing to 100
+    │   ├── NotFound              the object asked for does not exist
+    │   ├── MissingLabels         Deployments lack a label Lamia needs
+    │   ├── Forbidden             the cluster refuses us (RBAC)
+    │   ├── QueryError            Prometheus rejected a query as malformed
+    │   └── ReleaseLocked         another release of the same app is running
+    ├── ConflictError             another writer won a resourceVersion race; a
+    │                             fresh read and re-applied change may succeed,
+    │                             which the adapter does a bounded number of times
+    └── TemporaryError            the world may be different in a moment
+        ├── Unreachable           connection refused, DNS, TLS handshake
+        ├── Timeout               no answer in time
+        └── ServerError           5xx from the cluster, Prometheus or Slack
+
+Retrying code needs exactly one line: ``retry if isinstance(exc, TemporaryError)``.
+Conflicts are their own kind because retrying them blindly would overwrite
+another writer; only the code that knows how to re-apply its change retries them.
+"""
+
+from __future__ import annotations
+
+
+class LamiaError(Exception):
+    """Base of every error Lamia raises on purpose."""
+
+    #: Process exit code for the CLI.
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class PermanentError(LamiaError):
+    """Trying again will not help."""
+
+    exit_code = 2
+
+
+class InvalidInput(PermanentError):
+    """The user's input is wrong; nothing was changed."""
+
+
+class LanguageError(InvalidInput):
+    """A syntax or semantic error in a condition or expression, with its position.
+
+    ``line`` and ``column`` are 1-based. ``str()`` gives the message followed by
+    the offending line and a caret under the column, so a CLI can print it as is.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        text: str,
+        line: int,
+        column: int,
+        expected: list[str] | None = None,
+        language: str = "input",
+    ) -> None:
+        self.reason = message
+        self.text = text
+        self.line = line
+        self.column = column
+        self.expected = sorted(set(expected or []))
+        self.language = language
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        lines = self.text.splitlines() or [""]
+        idx = min(max(self.line, 1), len(lines)) - 1
+        src = lines[idx]
+        caret = " " * max(self.column - 1, 0) + "^"
+        head = f"{self.language} error at line {self.line}, column {self.column}: {self.reason}"
+        if self.expected:
+            head += "; expected one of: " + ", ".join(self.expected)
+        return f"{head}\n  {src}\n  {caret}"
+
+
+class WeightsError(InvalidInput):
+    """Weights are not integers 0..100 per version summing to exactly 100."""
+
+
+class NotFound(PermanentError):
+    """The object (namespace, Deployment, VirtualService, version...) does not exist."""
+
+
+class MissingLabels(PermanentError):
+    """Deployments of an app lack the labels Lamia relies on."""
+
+
+class Forbidden(PermanentError):
+    """The server refused the request for lack of permission."""
+
+
+class QueryError(PermanentError):
+    """Prometheus rejected a query (bad PromQL); retrying gives the same answer."""
+
+
+class ReleaseLocked(PermanentError):
+    """Another release of the same application holds the lock."""
+
+
+class ConflictError(LamiaError):
+    """A write lost an optimistic-concurrency race (HTTP 409) too many times."""
+
+    exit_code = 3
+
+
+class TemporaryError(LamiaError):
+    """The failure may go away: worth retrying with backoff."""
+
+    exit_code = 2
+
+
+class Unreachable(TemporaryError):
+    """The server could not be reached (refused, DNS, TLS)."""
+
+
+class Timeout(TemporaryError):
+    """The server did not answer in time."""
+
+
+class ServerError(TemporaryError):
+    """The server answered 5xx (or 429)."""
+
+
+def is_temporary(exc: BaseException) -> bool:
+    """The one retry condition used by every task."""
+    return isinstance(exc, TemporaryError)
