@@ -79,7 +79,7 @@ class LanguageError(InvalidInput):
         super().__init__(self._format())
 
     def _format(self) -> str:
-        lines = self.text.splitlines() or [""]
+        lines = self.text.split("\n")
         idx = min(max(self.line, 1), len(lines)) - 1
         src = lines[idx]
         caret = " " * max(self.column - 1, 0) + "^"

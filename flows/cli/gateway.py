@@ -1,3 +1,264 @@
-"""Commands of this group are registered on the groups in ``flows.cli._app``."""
+"""Gateway commands: render manifests, prepare a namespace, apply and show a gateway, set weights.
+
+Every command checks its input (weights, versions, labels) before it writes,
+so bad input changes nothing on the cluster.
+"""
 
 from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from flows.cli._app import cluster_app, gateway_app, render_app, weights_app
+from flows.cli._common import handle_errors
+from lamia_core.errors import InvalidInput, NotFound
+from lamia_core.istio import (
+    render_destination_rule,
+    render_virtual_service,
+)
+from lamia_core.kube import NAMESPACE_LABELS, KubeAdapter, KubeConfig
+from lamia_core.models import (
+    DEFAULT_ROUTE,
+    Application,
+    Gateway,
+    Route,
+    Version,
+    Weights,
+    parse_weights,
+)
+
+#: Name of the conditional route made by ``render gateway --condition``.
+CONDITION_ROUTE = "condition"
+
+Namespace = Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the application.")]
+App = Annotated[
+    str, typer.Option("--app", "-a", help="Application: the value of the Deployments' `app` label.")
+]
+Kubeconfig = Annotated[
+    str | None,
+    typer.Option(
+        "--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig file(s), ':'-separated; default ~/.kube/config."
+    ),
+]
+Context = Annotated[
+    str | None, typer.Option("--context", help="Kubeconfig context; default its current one.")
+]
+
+
+class Output(StrEnum):
+    table = "table"
+    yaml = "yaml"
+
+
+def _adapter(kubeconfig: str | None, context: str | None) -> KubeAdapter:
+    return KubeAdapter(KubeConfig(kubeconfig=kubeconfig, context=context))
+
+
+def _csv(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+@render_app.command("gateway")
+@handle_errors
+def render_gateway(
+    namespace: Namespace,
+    app: App,
+    weights: Annotated[str, typer.Option(help="Default route's weights, e.g. v1=90,v2=10.")],
+    versions: Annotated[
+        str | None,
+        typer.Option(help="Versions to give subsets, e.g. v1,v2,v3; default: those named in the weights."),
+    ] = None,
+    condition: Annotated[
+        str | None,
+        typer.Option(help="A condition; matching requests take the route 'condition', placed first."),
+    ] = None,
+    condition_weights: Annotated[
+        str | None, typer.Option(help="Weights of the conditional route, e.g. v2=100.")
+    ] = None,
+) -> None:
+    """Print the DestinationRule and VirtualService for a gateway as YAML, without a cluster."""
+    default = parse_weights(weights)
+    routes: list[Route] = []
+    if (condition is None) != (condition_weights is None):
+        raise InvalidInput("--condition and --condition-weights go together: give both or neither")
+    if condition is not None and condition_weights is not None:
+        # Imported here: the condition language is only needed by this option.
+        from lamia_core.conditions import compile_condition
+
+        match = tuple(compile_condition(condition))
+        routes.append(
+            Route(
+                name=CONDITION_ROUTE,
+                condition=condition,
+                match=match,
+                weights=parse_weights(condition_weights),
+            )
+        )
+    routes.append(Route(weights=default))
+    # Versions in the order the user named them, default route first.
+    names = (
+        _csv(versions)
+        if versions is not None
+        else list(dict.fromkeys(v for r in reversed(routes) for v in r.weights))
+    )
+    repeated = sorted({v for v in names if names.count(v) > 1})
+    if repeated:
+        raise InvalidInput(f"--versions names {', '.join(repeated)} more than once")
+    if not names:
+        raise InvalidInput("--versions names no version")
+    application = Application(
+        namespace=namespace,
+        name=app,
+        versions=tuple(Version(name=v, deployment=f"{app}-{v}") for v in names),
+    )
+    gateway = Gateway(application=application, routes=tuple(routes))
+    docs = [render_destination_rule(application), render_virtual_service(gateway)]
+    typer.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
+
+
+@cluster_app.command("init")
+@handle_errors
+def cluster_init(
+    namespace: Annotated[str, typer.Argument(help="Namespace to prepare; created when missing.")],
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+) -> None:
+    """Label a namespace istio-injection=enabled and lamia.io/managed=true, creating it when missing."""
+    with _adapter(kubeconfig, context) as kube:
+        kube.init_namespace(namespace)
+    labels = ", ".join(f"{k}={v}" for k, v in NAMESPACE_LABELS.items())
+    typer.echo(f"namespace {namespace} ready ({labels})")
+
+
+@gateway_app.command("apply")
+@handle_errors
+def gateway_apply(
+    namespace: Namespace,
+    app: App,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            help="Default route's weights, e.g. v1=90,v2=10. Without it an existing gateway (or a hand-written "
+            "VirtualService split it can adopt) keeps its weights; a new one needs --weights unless the "
+            "application has exactly one version, which then gets all traffic."
+        ),
+    ] = None,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+) -> None:
+    """Create or update the application's DestinationRule and VirtualService from its Deployments."""
+    wanted = parse_weights(weights) if weights is not None else None
+    with _adapter(kubeconfig, context) as kube:
+        application = kube.discover_application(namespace, app)
+        current = kube.read_gateway(application)
+        gateway = _gateway_to_apply(application, current, wanted)
+        kube.apply_gateway(gateway)
+    typer.echo(
+        f"gateway of {app} in namespace {namespace} applied "
+        f"(DestinationRule and VirtualService {application.host})"
+    )
+    typer.echo(_table(gateway), nl=False)
+
+
+def _gateway_to_apply(application: Application, current: Gateway | None, wanted: Weights | None) -> Gateway:
+    if current is not None:
+        return current if wanted is None else current.with_weights(wanted, current.default_route.name)
+    if wanted is None:
+        if len(application.versions) != 1:
+            names = application.version_names
+            example = ",".join(f"{v}={100 if i == 0 else 0}" for i, v in enumerate(names))
+            raise InvalidInput(
+                f"application {application.name!r} has {len(names)} versions ({', '.join(names)}) and no "
+                f"gateway yet: say where traffic goes with --weights, e.g. --weights {example}"
+            )
+        wanted = Weights.all_on(application.version_names[0])
+    return Gateway(application=application, routes=(Route(weights=wanted),))
+
+
+@gateway_app.command("show")
+@handle_errors
+def gateway_show(
+    namespace: Namespace,
+    app: App,
+    output: Annotated[Output, typer.Option("--output", "-o", help="table or yaml.")] = Output.table,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+) -> None:
+    """Print the application's routes: their conditions and weights."""
+    with _adapter(kubeconfig, context) as kube:
+        application = kube.discover_application(namespace, app)
+        gateway = kube.read_gateway(application)
+    if gateway is None:
+        raise NotFound(
+            f"application {app!r} in namespace {namespace!r} has no gateway; "
+            f"create it with `lamia gateway apply --namespace {namespace} --app {app}`"
+        )
+    if output is Output.yaml:
+        typer.echo(yaml.safe_dump(_as_data(gateway), sort_keys=False), nl=False)
+    else:
+        versions = ", ".join(application.version_names)
+        typer.echo(
+            f"gateway of {app} in namespace {namespace} (host {application.host}; versions {versions})"
+        )
+        typer.echo(_table(gateway), nl=False)
+
+
+def _as_data(gateway: Gateway) -> dict[str, Any]:
+    app = gateway.application
+    routes: list[dict[str, Any]] = []
+    for r in gateway.routes:
+        item: dict[str, Any] = {"name": r.name}
+        if r.condition is not None:
+            item["condition"] = r.condition
+        if r.match:
+            item["match"] = list(r.match)
+        item["weights"] = r.weights.as_dict()
+        routes.append(item)
+    return {
+        "namespace": app.namespace,
+        "application": app.name,
+        "host": app.host,
+        "versions": app.version_names,
+        "routes": routes,
+    }
+
+
+def _table(gateway: Gateway) -> str:
+    rows = [("ROUTE", "WEIGHTS", "CONDITION")]
+    for r in gateway.routes:
+        cond = (
+            r.condition
+            if r.condition is not None
+            else (
+                json.dumps(list(r.match), separators=(",", ":"))
+                if r.match
+                else "(default: all other requests)"
+            )
+        )
+        rows.append((r.name, str(r.weights), cond))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    return "".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}\n" for a, b, c in rows)
+
+
+@weights_app.command("set")
+@handle_errors
+def weights_set(
+    weights: Annotated[
+        list[str], typer.Argument(help="VERSION=WEIGHT pairs summing to 100, e.g. v1=80 v2=20.")
+    ],
+    namespace: Namespace,
+    app: App,
+    route: Annotated[str, typer.Option(help="The route whose weights to set.")] = DEFAULT_ROUTE,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+) -> None:
+    """Set one route's traffic weights; other writers' changes to the VirtualService are kept."""
+    wanted = parse_weights(weights)
+    with _adapter(kubeconfig, context) as kube:
+        application = kube.discover_application(namespace, app)
+        gateway = kube.set_weights(application, wanted, route=route)
+    typer.echo(f"{app} route {route}: {gateway.route(route).weights}")
