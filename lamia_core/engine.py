@@ -1,0 +1,445 @@
+"""The release engine: a pure state machine from (spec, state, now, observation) to a decision.
+
+No clock and no I/O: time is a parameter, so a whole release runs in virtual
+time in tests. The flow applies each :class:`Decision` (weights to the
+gateway), sleeps until ``wake_at``, observes, and calls :func:`decide` again.
+
+Semantics (the defaults are those of the policies, :mod:`lamia_core.policies`):
+
+- :func:`start` makes the first step: the target gets one step from the
+  baseline (time, health, custom); a metric release gives every candidate
+  without weight one step, so that all of them can be scored.
+- Weight moves between the baseline and the release's candidates only (the
+  target; for a metric policy every version but the baseline). Other versions
+  of the route must start at 0 and stay there. Weights are integers summing to
+  100; no candidate ever exceeds ``max_weight``.
+- A passing verdict moves one step toward the favoured version (taken from the
+  worst-ranked versions first). Once it holds ``max_weight``, the next passing
+  verdict applies the final action: ``promote`` (all traffic to it, even when
+  max_weight < 100) or ``hold`` (the release ends with the weights as they are).
+- A metric release is a contest: the best-scoring version (ties go to the
+  target) gains, the worst gives first and may drop to 0 (out of the running);
+  the version promoted (``state.winner``) may be another candidate than the
+  target. The baseline scoring best is a failure.
+- A failing verdict (unhealthy target, baseline best, program chose the
+  baseline) counts a failure and moves one step back toward the baseline,
+  never taking a candidate below one step, so that it keeps getting traffic
+  to be judged on. At ``failure_limit`` failures (consecutive or total)
+  the release rolls back: baseline 100.
+- No data holds, or with ``no_data="fail"`` counts a failure without moving.
+- Terminal phases (promoted, rolled_back, held) answer ``finish`` forever;
+  rollback and abort always leave the baseline at 100: a gateway is never left
+  half-shifted unless the user asked for a hold.
+
+Which observations count: one taken before ``last_change_at + interval``
+(i.e. before the current weights had one interval of traffic) or not newer than
+the last counted one is ignored, so a verdict is never drawn twice from the
+same data nor from a moment before the change it judges. The query window
+(default 1m) may still reach back before the change; that is accepted on
+purpose: metrics are per version, and a version's error ratio or latency
+doesn't depend on its weight, so older traffic is still evidence about the same
+version and makes ratios steadier. The cost is that a recovery (or a
+regression) shows fully only after one window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lamia_core.errors import InvalidInput
+from lamia_core.models import DEFAULT_ROUTE, Weights, check_dns_label, check_label_value
+from lamia_core.policies import (
+    Evidence,
+    MetricPolicy,
+    Policy,
+    TimePolicy,
+    Verdict,
+)
+
+__all__ = [
+    "TERMINAL_PHASES",
+    "Decision",
+    "Evidence",
+    "Observation",
+    "ReleaseSpec",
+    "ReleaseState",
+    "abort",
+    "decide",
+    "start",
+]
+
+Phase = Literal["progressing", "promoted", "rolled_back", "held"]
+Action = Literal["set_weights", "hold", "promote", "rollback", "finish"]
+TERMINAL_PHASES: frozenset[str] = frozenset({"promoted", "rolled_back", "held"})
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ReleaseSpec(_Frozen):
+    """What to release and how: the flow's input."""
+
+    namespace: str = Field(description="Namespace of the application.")
+    app: str = Field(description="The application: value of the Deployments' 'app' label.")
+    baseline: str = Field(description="Version that serves traffic now and gets it all back on rollback.")
+    target: str = Field(description="Version being released.")
+    versions: tuple[str, ...] = Field(
+        (),
+        description="Every version in the route (baseline and target among them); empty means just the "
+        "baseline and the target. A metric policy scores all of them; other policies keep versions other "
+        "than baseline and target at weight 0.",
+    )
+    policy: Policy = Field(description="How the release moves traffic; 'kind' selects the policy.")
+    route: str = Field(DEFAULT_ROUTE, description="Gateway route whose weights the release moves.")
+    initial_weights: dict[str, int] | None = Field(
+        None,
+        description="Weights the route has when the release starts; default: all traffic on the baseline.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_versions(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and not data.get("versions") and "baseline" in data and "target" in data:
+            # dict.fromkeys: baseline == target is reported as such, not as a repeated version.
+            data = {**data, "versions": tuple(dict.fromkeys((data["baseline"], data["target"])))}
+        return data
+
+    @field_validator("namespace")
+    @classmethod
+    def _ns(cls, v: str) -> str:
+        return check_dns_label("namespace", v)
+
+    @field_validator("app")
+    @classmethod
+    def _app(cls, v: str) -> str:
+        return check_label_value("application", v)
+
+    @field_validator("route")
+    @classmethod
+    def _route(cls, v: str) -> str:
+        return check_dns_label("route name", v)
+
+    @field_validator("baseline", "target")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        return check_label_value("version", v)
+
+    @field_validator("versions")
+    @classmethod
+    def _versions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            check_label_value("version", name)
+        dup = sorted({n for n in v if v.count(n) > 1})
+        if dup:
+            raise InvalidInput(f"versions are listed more than once: {', '.join(dup)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> ReleaseSpec:
+        if self.baseline == self.target:
+            raise InvalidInput(f"target and baseline are both {self.target!r}: a release needs two versions")
+        missing = [v for v in (self.baseline, self.target) if v not in self.versions]
+        if missing:
+            raise InvalidInput(
+                f"version(s) {', '.join(missing)} not among the release's versions "
+                f"({', '.join(self.versions)})"
+            )
+        self.policy.validate_for(self.versions)
+        w = self.start_weights()
+        fixed = [v for v in self.versions if v not in (self.baseline, *self.candidates) and w[v] > 0]
+        if fixed:
+            desc = ", ".join(f"{v}={w[v]}" for v in fixed)
+            raise InvalidInput(
+                f"a {self.policy.kind} release moves traffic between {self.baseline} and {self.target} only; "
+                f"other versions must start at weight 0, got {desc}"
+            )
+        if isinstance(self.policy, MetricPolicy):
+            clamped = _clamp(w, self)
+            unseeded = [v for v in self.candidates if clamped[v] == 0]
+            need = _floor_step(self) * len(unseeded)
+            if need > clamped[self.baseline]:
+                raise InvalidInput(
+                    f"a metric release needs {need}% on baseline {self.baseline} to give each of "
+                    f"{', '.join(unseeded)} a first step of {_floor_step(self)}%, but it has "
+                    f"{clamped[self.baseline]}%: lower the step or set initial weights"
+                )
+        return self
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """Versions the release may move traffic to: the target; for a metric policy, all but the baseline."""
+        if isinstance(self.policy, MetricPolicy):
+            return tuple(v for v in self.versions if v != self.baseline)
+        return (self.target,)
+
+    def start_weights(self) -> dict[str, int]:
+        """The route's weights before the release, over all versions."""
+        if self.initial_weights is None:
+            return {v: 100 if v == self.baseline else 0 for v in self.versions}
+        given = Weights(self.initial_weights)
+        unknown = [v for v in given if v not in self.versions]
+        if unknown:
+            raise InvalidInput(
+                f"initial weights name version(s) {', '.join(unknown)} not among the release's versions "
+                f"({', '.join(self.versions)})"
+            )
+        return {v: given[v] for v in self.versions}
+
+
+class Observation(_Frozen):
+    """Metric values per version at one moment (each over the policy's query window)."""
+
+    time: float
+    values: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    """version -> metric -> value; None when Prometheus had no data."""
+
+
+class ReleaseState(_Frozen):
+    phase: Phase
+    weights: Weights
+    steps: int = 0
+    """Weight changes made so far."""
+    failures: int = 0
+    consecutive_failures: int = 0
+    observations: int = 0
+    """Observations that counted toward a verdict."""
+    started_at: float
+    last_change_at: float
+    next_check_at: float | None = None
+    last_observation_at: float | None = None
+    winner: str | None = None
+    """The version promoted, once the release has been."""
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+
+class Decision(_Frozen):
+    action: Action
+    weights: Weights | None = None
+    """The weights to apply (set_weights, promote, rollback); None when nothing changes."""
+    reason: str
+    """One line: what was seen and what is done about it."""
+    evidence: tuple[Evidence, ...] = ()
+    state: ReleaseState
+    """The state after this decision: pass it to the next :func:`decide`."""
+    wake_at: float | None = None
+    """When to observe and decide next; None once the release is over."""
+
+    @field_validator("reason")
+    @classmethod
+    def _one_line(cls, v: str) -> str:
+        # Expressions may span lines; a reason goes into one log or Slack line.
+        return " ".join(v.split())
+
+
+# -- weights arithmetic --------------------------------------------------------------------------
+
+
+def _floor_step(spec: ReleaseSpec) -> int:
+    """One step, as far as max weight allows: the least weight a judged candidate keeps."""
+    return min(spec.policy.step, spec.policy.max_weight)
+
+
+def _clamp(w: Mapping[str, int], spec: ReleaseSpec) -> dict[str, int]:
+    """``w`` with every candidate brought down to max weight, the excess going to the baseline."""
+    out = dict(w)
+    for v in spec.candidates:
+        excess = out[v] - spec.policy.max_weight
+        if excess > 0:
+            out[v] -= excess
+            out[spec.baseline] += excess
+    return out
+
+
+def _shift(w: Mapping[str, int], toward: str, donors: Iterable[str], amount: int, cap: int,
+           floors: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Move up to ``amount`` to ``toward`` (never past ``cap``), taking from ``donors`` in order."""
+    out = dict(w)
+    want = min(amount, cap - out[toward])
+    for d in donors:
+        if want <= 0:
+            break
+        if d == toward:
+            continue
+        give = min(want, out[d] - (floors or {}).get(d, 0))
+        if give > 0:
+            out[d] -= give
+            out[toward] += give
+            want -= give
+    return out
+
+
+def _weights(spec: ReleaseSpec, w: Mapping[str, int]) -> Weights:
+    return Weights({v: w[v] for v in spec.versions})
+
+
+def _t(t: float) -> str:
+    """A time in seconds (epoch seconds in a real flow) without exponent notation."""
+    return f"{t:.3f}".rstrip("0").rstrip(".")
+
+
+def _desc(w: Weights) -> str:
+    return ",".join(f"{k}={v}" for k, v in w.items())
+
+
+# -- decisions -----------------------------------------------------------------------------------
+
+
+def start(spec: ReleaseSpec, now: float) -> Decision:
+    """The first decision: the first step toward the target (every candidate, for a metric policy)."""
+    w = _clamp(spec.start_weights(), spec)
+    if isinstance(spec.policy, MetricPolicy):
+        for v in spec.candidates:
+            if w[v] == 0:
+                w = _shift(w, v, (spec.baseline,), _floor_step(spec), spec.policy.max_weight)
+        what = f"every version gets traffic to be scored: {', '.join(spec.candidates)}"
+    else:
+        w = _shift(w, spec.target, (spec.baseline,), spec.policy.step, spec.policy.max_weight)
+        what = f"first step toward {spec.target}"
+    weights = _weights(spec, w)
+    state = ReleaseState(
+        phase="progressing", weights=weights, steps=1, started_at=now, last_change_at=now,
+        next_check_at=now + spec.policy.interval,
+    )
+    return Decision(
+        action="set_weights", weights=weights, state=state, wake_at=state.next_check_at,
+        reason=f"{spec.policy.kind} release of {spec.app} from {spec.baseline} to {spec.target} started, "
+        f"{what}: {_desc(weights)}",
+    )
+
+
+def abort(spec: ReleaseSpec, state: ReleaseState, now: float, reason: str) -> Decision:
+    """Roll back to the baseline (cancel, crash, failure of the flow itself); finish if already over."""
+    if state.terminal:
+        return _finish(state, f"release already {state.phase.replace('_', ' ')}; nothing to abort ({reason})")
+    return _rollback(spec, state, now, f"aborted: {reason}; rolling back to {spec.baseline}", ())
+
+
+def decide(spec: ReleaseSpec, state: ReleaseState, now: float, observation: Observation | None) -> Decision:
+    """The next decision, given the state left by the previous one, the time and the latest observation."""
+    if state.terminal:
+        return _finish(state, f"release {state.phase.replace('_', ' ')}; nothing left to do")
+    if state.next_check_at is not None and now < state.next_check_at:
+        return Decision(action="hold", state=state, wake_at=state.next_check_at,
+                        reason=f"too early: next check at t={_t(state.next_check_at)}, now t={_t(now)}")
+    policy = spec.policy
+    if isinstance(policy, TimePolicy):
+        verdict = policy.assess(baseline=spec.baseline, target=spec.target, versions=spec.versions,
+                                weights=state.weights.root, values={})
+        return _apply(spec, state, now, verdict)
+    if observation is None:
+        verdict = Verdict(outcome="no_data", reason="no data: no observation")
+        return _apply(spec, state, now, verdict)
+    settled = state.last_change_at + policy.interval
+    if observation.time < settled or (
+        state.last_observation_at is not None and observation.time <= state.last_observation_at
+    ):
+        nxt = state.model_copy(update={"next_check_at": now + policy.interval})
+        return Decision(
+            action="hold", state=nxt, wake_at=nxt.next_check_at,
+            reason=f"observation of t={_t(observation.time)} ignored: it must be taken after t={_t(settled)} "
+            "(one interval after the last change) and be newer than the last one counted",
+        )
+    verdict = policy.assess(baseline=spec.baseline, target=spec.target, versions=spec.versions,
+                            weights=state.weights.root, values=observation.values)
+    counted = state.model_copy(update={"observations": state.observations + 1,
+                                       "last_observation_at": observation.time})
+    return _apply(spec, counted, now, verdict)
+
+
+def _apply(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdict) -> Decision:
+    policy = spec.policy
+    if verdict.outcome == "pass" and verdict.favour is not None:
+        passed = state.model_copy(update={"consecutive_failures": 0})
+        return _advance(spec, passed, now, verdict, verdict.favour)
+    if verdict.outcome == "fail" or (verdict.outcome == "no_data" and policy.no_data == "fail"):
+        return _failure(spec, state, now, verdict)
+    return _hold(spec, state, now, verdict, "holding")
+
+
+def _advance(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdict, favour: str) -> Decision:
+    policy = spec.policy
+    w = state.weights.root
+    if w.get(favour, 0) >= policy.max_weight:
+        if policy.final_action == "hold":
+            done = state.model_copy(update={"phase": "held", "next_check_at": None})
+            return _decision("finish", None, f"{verdict.reason}; {favour} at max weight {policy.max_weight}: "
+                             f"holding there as asked ({_desc(state.weights)})", verdict, done, None)
+        weights = _weights(spec, {v: 100 if v == favour else 0 for v in spec.versions})
+        done = state.model_copy(update={
+            "phase": "promoted", "weights": weights, "winner": favour, "next_check_at": None,
+            "last_change_at": now, "steps": state.steps + (weights != state.weights),
+        })
+        return _decision("promote", weights, f"{verdict.reason}; {favour} at max weight {policy.max_weight}: "
+                         f"promoting {favour} to 100%", verdict, done, None)
+    # Take from the worst-ranked first; unranked versions (time, health, custom) give from the baseline.
+    donors = [*reversed(verdict.ranking), spec.baseline, *spec.versions]
+    shifted = _shift(w, favour, donors, policy.step, policy.max_weight)
+    weights = _weights(spec, shifted)
+    nxt = state.model_copy(update={
+        "weights": weights, "steps": state.steps + 1, "last_change_at": now,
+        "next_check_at": now + policy.interval,
+    })
+    return _decision("set_weights", weights, f"{verdict.reason}; step {nxt.steps} toward {favour}: "
+                     f"{_desc(weights)}", verdict, nxt, nxt.next_check_at)
+
+
+def _failure(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdict) -> Decision:
+    policy = spec.policy
+    failed = state.model_copy(update={
+        "failures": state.failures + 1, "consecutive_failures": state.consecutive_failures + 1,
+    })
+    count = failed.consecutive_failures if policy.failure_mode == "consecutive" else failed.failures
+    tally = f"failure {count} of {policy.failure_limit} ({policy.failure_mode})"
+    if count >= policy.failure_limit:
+        return _rollback(spec, failed, now, f"{verdict.reason}; {tally}: rolling back to {spec.baseline}",
+                         verdict.evidence)
+    if verdict.outcome != "fail":
+        return _hold(spec, failed, now, verdict, f"{tally}; holding")
+    w = failed.weights.root
+    floor = _floor_step(spec)
+    floors = {c: min(floor, w.get(c, 0)) for c in spec.candidates}
+    ranked = [v for v in reversed(verdict.ranking) if v != spec.baseline]
+    donors = [*ranked, *(c for c in spec.candidates if c not in ranked)]
+    shifted = _shift(w, spec.baseline, donors, policy.step, 100, floors)
+    weights = _weights(spec, shifted)
+    if weights == failed.weights:
+        return _hold(spec, failed, now, verdict, f"{tally}; already at the least weight that still gets "
+                     "judged, holding")
+    nxt = failed.model_copy(update={
+        "weights": weights, "steps": failed.steps + 1, "last_change_at": now,
+        "next_check_at": now + policy.interval,
+    })
+    return _decision("set_weights", weights, f"{verdict.reason}; {tally}: backing off toward "
+                     f"{spec.baseline}: {_desc(weights)}", verdict, nxt, nxt.next_check_at)
+
+
+def _hold(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdict, what: str) -> Decision:
+    nxt = state.model_copy(update={"next_check_at": now + spec.policy.interval})
+    return _decision("hold", None, f"{verdict.reason}; {what}", verdict, nxt, nxt.next_check_at)
+
+
+def _rollback(spec: ReleaseSpec, state: ReleaseState, now: float, reason: str,
+              evidence: Sequence[Evidence]) -> Decision:
+    weights = _weights(spec, {v: 100 if v == spec.baseline else 0 for v in spec.versions})
+    done = state.model_copy(update={
+        "phase": "rolled_back", "weights": weights, "next_check_at": None, "last_change_at": now,
+        "steps": state.steps + (weights != state.weights),
+    })
+    return Decision(action="rollback", weights=weights, reason=reason, evidence=tuple(evidence), state=done)
+
+
+def _finish(state: ReleaseState, reason: str) -> Decision:
+    return Decision(action="finish", reason=reason, state=state)
+
+
+def _decision(action: Action, weights: Weights | None, reason: str, verdict: Verdict, state: ReleaseState,
+              wake_at: float | None) -> Decision:
+    return Decision(action=action, weights=weights, reason=reason, evidence=verdict.evidence, state=state,
+                    wake_at=wake_at)
