@@ -1,0 +1,259 @@
+"""Prometheus adapter: instant queries through prometheus-api-client, with Lamia's errors.
+
+prometheus-api-client turns every non-200 answer into one exception carrying
+only a message, and by default retries 5xx and refused connections itself
+(three times, with backoff). Here it gets a session that does not retry (the
+tasks layer retries, with its own policy) and a response hook that classifies a
+failed answer from its status code and Prometheus' ``errorType`` before the
+client sees it. Every error names the URL and the query.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from urllib3.util.retry import Retry
+
+from lamia_core.errors import (
+    Forbidden,
+    InvalidInput,
+    LamiaError,
+    NotFound,
+    QueryError,
+    ServerError,
+    Timeout,
+    Unreachable,
+)
+from lamia_core.metrics import TOTAL, VERSION_LABEL, build_query, check_window, combine, sample_value
+
+T = TypeVar("T")
+
+
+class PrometheusConfig(BaseModel):
+    """Where Prometheus is and how to talk to it. ``bearer_token`` becomes an Authorization header."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str
+    timeout: float = Field(default=10.0, gt=0)
+    headers: dict[str, str] = {}
+    verify_tls: bool = True
+    ca_file: str | None = None
+    bearer_token: str | None = Field(default=None, repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidInput(f"Prometheus URL {v!r} must be http:// or https:// with a host")
+        return v.strip().rstrip("/")
+
+
+class _HTTPFailure(Exception):
+    """Raised by the response hook so the status and body reach us unmangled."""
+
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _fail_on_error_status(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    if response.status_code >= 400:
+        raise _HTTPFailure(response)
+    return response
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The operating system's reason behind a requests error ("Connection refused"), else the error.
+
+    requests' own text starts with "Max retries exceeded", which misleads: nothing was retried.
+    """
+    todo: list[object] = [exc]
+    seen: set[int] = set()
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.strerror:
+            return str(e.strerror)
+        todo.extend([e.__cause__, e.__context__, getattr(e, "reason", None), *e.args[:1]])
+    return str(exc)
+
+
+def _prometheus_error(response: requests.Response) -> tuple[str, str]:
+    """(errorType, error) from a Prometheus error body, or ("", start of the body)."""
+    try:
+        body = response.json()
+        if isinstance(body, dict) and "error" in body:
+            return str(body.get("errorType", "")), str(body["error"])
+    except ValueError:
+        pass
+    return "", response.text[:200].strip()
+
+
+class PrometheusAdapter:
+    """Instant queries and Lamia's metrics of an application, per version."""
+
+    def __init__(self, config: PrometheusConfig) -> None:
+        self.config = config
+        self.url = config.url
+        self.queries = 0
+        self._lock = threading.Lock()
+        session = requests.Session()
+        session.verify = config.ca_file if config.ca_file else config.verify_tls
+        session.hooks["response"].append(_fail_on_error_status)
+        headers = dict(config.headers)
+        if config.bearer_token:
+            headers["Authorization"] = f"Bearer {config.bearer_token}"
+        self._client = PrometheusConnect(
+            url=config.url,
+            headers=headers or None,
+            # requests' own default: no retry at all, connection errors raise at once.
+            retry=Retry(total=0, read=False),
+            session=session,
+            timeout=config.timeout,  # annotated int there, but passed on to requests, which takes a float
+        )
+
+    def close(self) -> None:
+        """Release the HTTP connection pool."""
+        self._client.close()
+
+    # --- raw queries --------------------------------------------------------------------------
+
+    def query(self, promql: str, *, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query (at Unix time ``at``, default now); the result vector as Prometheus returns it."""
+        with self._lock:
+            self.queries += 1
+        params = {"time": f"{at:.3f}"} if at is not None else None
+        result = self._call(promql, lambda: self._client.custom_query(promql, params=params))
+        if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
+            raise QueryError(
+                f"Prometheus at {self.url} answered query {promql!r} with a scalar or string, "
+                "not an instant vector"
+            )
+        return result
+
+    def healthy(self) -> bool:
+        """Whether Prometheus answers a trivial query (not counted in :attr:`queries`)."""
+        try:
+            self._call("1", lambda: self._client.custom_query("1"))
+        except LamiaError:
+            return False
+        return True
+
+    def _call(self, promql: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except _HTTPFailure as exc:
+            self._raise_for_status(promql, exc.response)
+        except requests.exceptions.Timeout as exc:
+            raise Timeout(
+                f"Prometheus at {self.url} did not answer within {self.config.timeout:g}s "
+                f"to query {promql!r}"
+            ) from exc
+        except requests.exceptions.SSLError as exc:
+            raise Unreachable(
+                f"TLS with Prometheus at {self.url} failed for query {promql!r}: {_root_cause(exc)}"
+            ) from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise Unreachable(
+                f"cannot reach Prometheus at {self.url} for query {promql!r}: {_root_cause(exc)}"
+            ) from exc
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                requests.exceptions.MissingSchema) as exc:
+            raise InvalidInput(f"Prometheus URL {self.url!r} is not usable: {exc}") from exc
+        except (requests.exceptions.RequestException, ValueError, KeyError, TypeError,
+                PrometheusApiClientException) as exc:
+            # A body that is not Prometheus' JSON (a proxy's page, a cut-off answer).
+            raise ServerError(
+                f"Prometheus at {self.url} gave an unusable answer to query {promql!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _raise_for_status(self, promql: str, response: requests.Response) -> NoReturn:
+        status = response.status_code
+        kind, detail = _prometheus_error(response)
+        what = f"Prometheus at {self.url} answered HTTP {status}" + (f" ({kind})" if kind else "")
+        msg = f"{what} to query {promql!r}: {detail}"
+        if status in (400, 422):
+            # bad_data (syntax) and execution errors: the same query fails the same way.
+            raise QueryError(msg)
+        if status in (401, 403):
+            raise Forbidden(msg)
+        if status == 404:
+            raise NotFound(f"no Prometheus query API at {self.url} (HTTP 404 for query {promql!r})")
+        if status == 408 or kind == "timeout":
+            raise Timeout(msg)
+        if status == 429 or status >= 500:
+            raise ServerError(msg)
+        raise QueryError(msg)
+
+    # --- Lamia's metrics ----------------------------------------------------------------------
+
+    def vector_by_version(
+        self, promql: str, *, at: float | None = None
+    ) -> tuple[dict[str, float | None], float | None]:
+        """(version → value, evaluation time) of a query grouped by ``destination_version``.
+
+        The evaluation time is Prometheus' own, read from the samples; None for an empty result.
+        """
+        out: dict[str, float | None] = {}
+        evaluated_at: float | None = None
+        for series in self.query(promql, at=at):
+            labels = series.get("metric", {})
+            if VERSION_LABEL not in labels:
+                raise QueryError(
+                    f"query {promql!r} to Prometheus at {self.url} returned a series without the label "
+                    f"{VERSION_LABEL!r} ({labels}); metric queries must be grouped by it"
+                )
+            try:
+                evaluated_at = float(series["value"][0])
+                out[labels[VERSION_LABEL]] = sample_value(series["value"][1])
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                raise ServerError(
+                    f"Prometheus at {self.url} returned a malformed sample for query {promql!r}: {series!r}"
+                ) from exc
+        return out, evaluated_at
+
+    def query_metrics(
+        self,
+        namespace: str,
+        app: str,
+        names: Collection[str],
+        *,
+        window: str = "1m",
+        versions: Collection[str] | None = None,
+        raw: Mapping[str, str] | None = None,
+    ) -> dict[str, dict[str, float | None]]:
+        """version → metric → value over the last ``window``; None means no data, unlike 0.
+
+        ``upstream_rq_total`` is queried first (also when not asked for): it tells
+        versions with traffic from versions without, and when no version has any,
+        nothing else is queried. Then one query per distinct PromQL (aliases share
+        one), all evaluated at the instant Prometheus evaluated the first:
+        ``increase()`` extrapolates to that instant, so metrics of the same requests
+        agree exactly (``external_upstream_rq_2xx / upstream_rq_total`` is exactly 1
+        for a version without errors), however long the queries take.
+        """
+        check_window(window)
+        wanted = list(dict.fromkeys(names))
+        promql = {
+            n: build_query(n, namespace=namespace, app=app, window=window, raw=raw)
+            for n in [TOTAL, *wanted]
+        }
+        totals, at = self.vector_by_version(promql[TOTAL])
+        results: dict[str, dict[str, float | None]] = {promql[TOTAL]: totals}
+        for q in dict.fromkeys(promql.values()):
+            if q not in results:
+                results[q] = self.vector_by_version(q, at=at)[0] if at is not None else {}
+        by_name = {n: results[q] for n, q in promql.items()}
+        return combine(wanted, by_name, versions=list(versions) if versions is not None else None, raw=raw)
