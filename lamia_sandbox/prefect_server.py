@@ -1,0 +1,257 @@
+"""A real Prefect server (``prefect server start``) on a loopback port, for tests and the demo.
+
+Its state lives in ``home`` (``PREFECT_HOME`` and, unless a ``database_url`` says
+otherwise, the SQLite database), so it shares nothing with the user's
+``~/.prefect``. The server runs in its own process group, which :meth:`stop`
+terminates as a whole so that no service process outlives it.
+
+``python -m lamia_sandbox.prefect_server --home DIR --port 4200`` runs one (with
+the UI) until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+#: Prefect settings a client process needs to talk to a server.
+CLIENT_SETTINGS = ("PREFECT_API_URL", "PREFECT_UI_URL")
+
+
+class PrefectServerError(RuntimeError):
+    """The Prefect server could not be started, did not become healthy, or is not reachable."""
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (the server binds it itself, so a race remains)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def healthy(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+class PrefectServer:
+    """``prefect server start`` with an isolated home; or, via :meth:`existing`, a server run elsewhere."""
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        port: int = 0,
+        ui: bool = True,
+        database_url: str | None = None,
+        start_timeout: float = 120.0,
+        stop_timeout: float = 20.0,
+    ) -> None:
+        self.home = Path(home)
+        self.ui = ui
+        self.database_url = database_url or f"sqlite+aiosqlite:///{self.home / 'prefect.db'}"
+        self._requested_port = port
+        self._start_timeout = start_timeout
+        self._stop_timeout = stop_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._external_api_url: str | None = None
+        self.port = 0
+        self.startup_seconds: float | None = None
+        """How long the last start() took until ``/api/health`` answered."""
+
+    @classmethod
+    def existing(cls, api_url: str, *, check: bool = True) -> PrefectServer:
+        """A server someone else runs; start() and stop() leave it alone."""
+        server = cls(Path(os.devnull))
+        server._external_api_url = api_url.rstrip("/")
+        if check and not healthy(server._external_api_url, timeout=10):
+            raise PrefectServerError(f"no healthy Prefect server at {server._external_api_url} (/health)")
+        return server
+
+    # --- addresses --------------------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        if self._external_api_url is not None:
+            return self._external_api_url
+        if not self.port:
+            raise PrefectServerError("the Prefect server is not running")
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return self.api_url.removesuffix("/api")
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "server.log"
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point a client process (or this one) at the server."""
+        env = {"PREFECT_API_URL": self.api_url}
+        if self.ui or self._external_api_url is not None:
+            env["PREFECT_UI_URL"] = self.ui_url
+        return env
+
+    def server_env(self, port: int) -> dict[str, str]:
+        """The server process's environment: the caller's, without any Prefect setting of its own."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(
+            PREFECT_HOME=str(self.home),
+            PREFECT_SERVER_DATABASE_CONNECTION_URL=self.database_url,
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            PREFECT_SERVER_UI_ENABLED="true" if self.ui else "false",
+            PREFECT_SERVER_API_HOST="127.0.0.1",
+            PREFECT_SERVER_API_PORT=str(port),
+            PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+            # The UI's JavaScript calls the API at this address.
+            PREFECT_SERVER_UI_API_URL=f"http://127.0.0.1:{port}/api",
+        )
+        return env
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def start(self) -> PrefectServer:
+        if self._external_api_url is not None or self._proc is not None:
+            return self
+        self.home.mkdir(parents=True, exist_ok=True)
+        # A port picked by binding port 0 may be taken again before the server binds it.
+        attempts = 1 if self._requested_port else 3
+        last_error = ""
+        for _ in range(attempts):
+            port = self._requested_port or free_port()
+            try:
+                self._launch(port)
+                return self
+            except PrefectServerError as exc:
+                last_error = str(exc)
+                self._terminate()
+        raise PrefectServerError(last_error)
+
+    def _launch(self, port: int) -> None:
+        cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port),
+               "--ui" if self.ui else "--no-ui", "--analytics-off"]
+        started = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self.server_env(port), cwd=self.home, start_new_session=True,
+            )
+        self.port = port
+        deadline = started + self._start_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise PrefectServerError(
+                    f"the Prefect server exited with code {self._proc.returncode} on port {port}:\n"
+                    + _tail(self.log_path)
+                )
+            if healthy(self.api_url, timeout=1):
+                self.startup_seconds = time.monotonic() - started
+                return
+            time.sleep(0.2)
+        raise PrefectServerError(
+            f"the Prefect server on port {port} was not healthy after {self._start_timeout:.0f}s:\n"
+            + _tail(self.log_path)
+        )
+
+    def stop(self) -> None:
+        """Terminates the server's whole process group (SIGTERM, then SIGKILL after ``stop_timeout``)."""
+        self._terminate()
+
+    def _terminate(self) -> None:
+        proc, self._proc = self._proc, None
+        self.port = 0
+        if proc is None:
+            return
+        pgid = proc.pid  # start_new_session made the server its group's leader.
+        _signal_group(pgid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=self._stop_timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(pgid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        # Services the server spawned are not our children: wait for them by their group.
+        deadline = time.monotonic() + self._stop_timeout
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if group_members(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+
+    def __enter__(self) -> PrefectServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group ``pgid``, read from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may itself contain spaces or parentheses.
+        fields = stat[stat.rfind(")") + 2:].split()
+        state, proc_pgid = fields[0], int(fields[2])
+        if proc_pgid == pgid and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run a Prefect server with an isolated home on 127.0.0.1.")
+    parser.add_argument("--home", type=Path, required=True, help="PREFECT_HOME and SQLite database directory")
+    parser.add_argument("--port", type=int, default=4200)
+    parser.add_argument("--no-ui", action="store_true")
+    parser.add_argument("--database-url", default=None, help="e.g. postgresql+asyncpg://user@127.0.0.1:5432/db")
+    args = parser.parse_args(argv)
+    server = PrefectServer(args.home, port=args.port, ui=not args.no_ui, database_url=args.database_url)
+    with server:
+        print(f"Prefect API: {server.api_url}  UI: {server.ui_url}  "
+              f"(healthy after {server.startup_seconds:.1f}s)")
+        print("export " + " ".join(f"{k}={v}" for k, v in server.env().items()), flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while server.running:
+                time.sleep(1)
+
+
+if __name__ == "__main__":
+    main()
