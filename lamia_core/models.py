@@ -256,8 +256,30 @@ class Gateway(_Frozen):
                 return r
         raise InvalidInput(f"gateway of {self.application.name!r} has no route {name!r}")
 
+    def with_route(self, route: Route) -> Gateway:
+        """A copy with ``route`` replacing the route of that name, or added just before the default."""
+        if route.is_default:
+            if route.name != self.default_route.name:
+                raise InvalidInput(
+                    f"route {route.name!r} has no condition; only the default route may lack one"
+                )
+            return Gateway(application=self.application, routes=(*self.routes[:-1], route))
+        if any(r.name == route.name for r in self.routes):
+            routes = tuple(route if r.name == route.name else r for r in self.routes)
+        else:
+            routes = (*self.routes[:-1], route, self.routes[-1])
+        return Gateway(application=self.application, routes=routes)
+
+    def without_route(self, name: str) -> Gateway:
+        """A copy without the conditional route ``name`` (no-op when absent)."""
+        if name == self.default_route.name:
+            raise InvalidInput("the default route cannot be removed")
+        return Gateway(application=self.application, routes=tuple(r for r in self.routes if r.name != name))
+
     def with_weights(self, weights: Weights, route: str = DEFAULT_ROUTE) -> Gateway:
         """A copy with ``route``'s weights replaced."""
         self.route(route)
-        routes = tuple(r.model_copy(update={"weights": weights}) if r.name == route else r for r in self.routes)
+        routes = tuple(
+            r.model_copy(update={"weights": weights}) if r.name == route else r for r in self.routes
+        )
         return Gateway(application=self.application, routes=routes)

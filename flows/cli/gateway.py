@@ -142,9 +142,9 @@ def gateway_apply(
     weights: Annotated[
         str | None,
         typer.Option(
-            help="Default route's weights, e.g. v1=90,v2=10. Without it an existing gateway (or a hand-written "
-            "VirtualService split it can adopt) keeps its weights; a new one needs --weights unless the "
-            "application has exactly one version, which then gets all traffic."
+            help="Default route's weights, e.g. v1=90,v2=10. Without it an existing gateway (or a "
+            "hand-written VirtualService split it can adopt) keeps its weights; a new one needs --weights "
+            "unless the application has exactly one version, which then gets all traffic."
         ),
     ] = None,
     kubeconfig: Kubeconfig = None,

@@ -1,3 +1,344 @@
-"""Commands of this group are registered on the groups in ``flows.cli._app``."""
+"""`lamia release ...`: start, watch, approve, abort and list releases through the Prefect API."""
 
 from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, cast
+from uuid import UUID
+
+import typer
+from pydantic import TypeAdapter
+
+from flows.cli._app import app, release_app
+from flows.cli._common import fail, handle_errors
+from lamia_core.errors import InvalidInput, NotFound
+from lamia_core.kube import KubeAdapter, KubeConfig
+from lamia_core.lease import lease_of
+
+NamespaceOpt = typer.Option(..., "--namespace", "-n", help="Namespace of the application")
+KubeconfigOpt = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", help="kubeconfig file")
+ContextOpt = typer.Option(None, "--context", help="kubeconfig context")
+DEPLOYMENT = "canary-release/canary-release"
+
+
+def build_policy(kind: str, settings: dict[str, Any]) -> Any:
+    """Validate a policy from CLI options; only the options given override the defaults."""
+    from lamia_core.policies import Policy
+
+    data = {"kind": kind, **{k: v for k, v in settings.items() if v is not None}}
+    try:
+        return TypeAdapter(Policy).validate_python(data)
+    except Exception as exc:  # pydantic's ValidationError: say which option is wrong
+        if hasattr(exc, "errors"):
+            parts = [
+                f"--{'-'.join(str(p) for p in e['loc'][1:] or e['loc']).replace('_', '-')}: {e['msg']}"
+                for e in exc.errors()
+            ]
+            raise InvalidInput(f"invalid {kind} policy: " + "; ".join(parts)) from None
+        raise
+
+
+def _final_exit(state: Any) -> int:
+    """0 only when the target was promoted (or manual flows applied)."""
+    return 0 if state is not None and state.is_completed() and state.name in {"Promoted", "Applied"} else 1
+
+
+def _wait_for(flow_run_id: UUID, poll: float = 1.0) -> Any:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        last = None
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            state = run.state
+            if state is not None and state.name != last:
+                print(
+                    f"{time.strftime('%H:%M:%S')} {run.name}: {state.name}"
+                    + (f" - {state.message}" if state.message else ""),
+                    file=sys.stderr,
+                )
+                last = state.name
+            if state is not None and state.is_final():
+                return state
+            time.sleep(poll)
+
+
+@release_app.command("start")
+@handle_errors
+def start(
+    namespace: str = NamespaceOpt,
+    app_name: str = typer.Option(..., "--app", help="The application (value of the `app` label)"),
+    baseline: str = typer.Option(..., "--baseline", help="Version serving traffic now"),
+    target: str = typer.Option(..., "--target", help="Version to release"),
+    policy: str = typer.Option("health", "--policy", help="time, health, metric or custom"),
+    step: int | None = typer.Option(None, "--step", help="Percentage points per step (default 10)"),
+    interval: float | None = typer.Option(None, "--interval", help="Seconds between steps (default 10)"),
+    max_weight: int | None = typer.Option(None, "--max-weight", help="Highest weight of the target"),
+    final_action: str | None = typer.Option(None, "--final-action", help="promote or hold at max weight"),
+    window: str | None = typer.Option(None, "--window", help="Prometheus query window (default 1m)"),
+    min_requests: int | None = typer.Option(None, "--min-requests", help="Requests needed for a verdict"),
+    no_data: str | None = typer.Option(None, "--no-data", help="hold or fail"),
+    failure_limit: int | None = typer.Option(None, "--failure-limit", help="Failures before rollback"),
+    failure_mode: str | None = typer.Option(None, "--failure-mode", help="consecutive or total"),
+    threshold: float | None = typer.Option(None, "--threshold", help="health: healthy at >= this"),
+    expression: str | None = typer.Option(None, "--expression", help="health/metric: metric expression"),
+    program: str | None = typer.Option(None, "--program", help="custom: the program text"),
+    condition: str | None = typer.Option(None, "--condition", help="Only requests matching this take part"),
+    prometheus: str = typer.Option(..., "--prometheus", envvar="LAMIA_PROMETHEUS_URL", help="Prometheus URL"),
+    slack_channel: str | None = typer.Option(
+        None,
+        "--slack-channel",
+        help="Notify this channel (token from SLACK_BOT_TOKEN or --slack-token-block)",
+    ),
+    slack_token_block: str | None = typer.Option(
+        None, "--slack-token-block", help="Prefect Secret block name"
+    ),
+    approval: bool = typer.Option(
+        False, "--approval", help="Wait for `lamia release approve` before promoting"
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the end: exit 0 when promoted, 1 otherwise"),
+    local: bool = typer.Option(False, "--local", help="Run the flow in this process instead of a deployment"),
+    deployment: str = typer.Option(DEPLOYMENT, "--deployment", help="Deployment to trigger"),
+    kubeconfig: str | None = KubeconfigOpt,
+    context: str | None = ContextOpt,
+) -> None:
+    """Start a canary release of TARGET against BASELINE."""
+    from flows.params import ReleaseParameters, SlackSettings
+    from lamia_core.prometheus import PrometheusConfig
+
+    settings = {
+        "step": step,
+        "interval": interval,
+        "max_weight": max_weight,
+        "final_action": final_action,
+        "window": window,
+        "min_requests": min_requests,
+        "no_data": no_data,
+        "failure_limit": failure_limit,
+        "failure_mode": failure_mode,
+        "threshold": threshold,
+        "expression": expression,
+        "program": program,
+    }
+    params = ReleaseParameters(
+        namespace=namespace,
+        app=app_name,
+        baseline=baseline,
+        target=target,
+        policy=build_policy(policy, settings),
+        condition=condition,
+        prometheus=PrometheusConfig(url=prometheus),
+        kubernetes=KubeConfig(kubeconfig=kubeconfig, context=context),
+        slack=SlackSettings(channel=slack_channel, token_secret_block=slack_token_block)
+        if slack_channel or slack_token_block
+        else None,
+        approval=approval,
+    )
+    if params.condition:
+        from lamia_core.conditions import compile_condition
+
+        compile_condition(params.condition)  # bad input fails here, before anything runs
+    if local:
+        from flows.release import canary_release
+
+        state = canary_release(params, return_state=True)
+        print(f"{state.name}: {state.message}")
+        raise typer.Exit(_final_exit(state))
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+
+    run = cast(
+        FlowRun, run_deployment(deployment, parameters={"params": params.model_dump(mode="json")}, timeout=0)
+    )
+    print(f"started flow run {run.name} ({run.id}) of {deployment}")
+    if wait:
+        raise typer.Exit(_final_exit(_wait_for(run.id)))
+
+
+def _runs(namespace: str, app_name: str, limit: int = 20, *, running_only: bool = False) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from flows._history import app_tag
+
+    state_filter = None
+    if running_only:
+        state_filter = FlowRunFilterState(
+            type=FlowRunFilterStateType(
+                any_=[
+                    StateType.RUNNING,
+                    StateType.PAUSED,
+                    StateType.PENDING,
+                    StateType.SCHEDULED,
+                    StateType.CANCELLING,
+                ]
+            )
+        )
+    with get_client(sync_client=True) as client:
+        return list(
+            client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    tags=FlowRunFilterTags(all_=[app_tag(namespace, app_name)]), state=state_filter
+                ),
+                sort=FlowRunSort.START_TIME_DESC,
+                limit=limit,
+            )
+        )
+
+
+def _running(namespace: str, app_name: str) -> Any:
+    runs = _runs(namespace, app_name, 1, running_only=True)
+    if not runs:
+        raise NotFound(f"no release of application {app_name!r} in namespace {namespace!r} is running")
+    return runs[0]
+
+
+@release_app.command("status")
+@handle_errors
+def status(
+    app_name: str = typer.Argument(..., metavar="APP"),
+    namespace: str = NamespaceOpt,
+    kubeconfig: str | None = KubeconfigOpt,
+    context: str | None = ContextOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The running release of APP (from the lease on its gateway) and its weights now."""
+    from lamia_core.istio import virtual_service_name
+
+    adapter = KubeAdapter(KubeConfig(kubeconfig=kubeconfig, context=context))
+    application = adapter.discover_application(namespace, app_name)
+    vs = adapter.get_object("VirtualService", namespace, virtual_service_name(application))
+    gateway = adapter.read_gateway(application)
+    lease = lease_of(vs)
+    info: dict[str, Any] = {
+        "app": app_name,
+        "namespace": namespace,
+        "routes": {r.name: r.weights.as_dict() for r in gateway.routes} if gateway else {},
+        "running": lease.model_dump() if lease else None,
+    }
+    if lease:
+        try:
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                run = client.read_flow_run(UUID(lease.holder))
+            info["state"] = run.state.name if run.state else None
+        except Exception as exc:  # the lease may name a run of another Prefect server
+            info["state"] = f"unknown ({type(exc).__name__})"
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    print(f"{app_name} in {namespace}: " + ("no release running" if not lease else lease.describe()))
+    if lease:
+        print(f"  state: {info.get('state')}")
+    for route, weights in info["routes"].items():
+        print(f"  route {route}: " + ", ".join(f"{v}={w}%" for v, w in weights.items()))
+
+
+@release_app.command("abort")
+@handle_errors
+def abort_cmd(
+    app_name: str = typer.Argument(..., metavar="APP"),
+    namespace: str = NamespaceOpt,
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until the baseline is back"),
+) -> None:
+    """Cancel the running release of APP: the flow puts the baseline back at 100%."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    run = _running(namespace, app_name)
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(
+            run.id, Cancelling(message="aborted with `lamia release abort`"), force=True
+        )
+    print(f"cancelling flow run {run.name} ({run.id})")
+    if wait:
+        state = _wait_for(run.id)
+        print(f"{run.name}: {state.name}" + (f" - {state.message}" if state.message else ""))
+
+
+@release_app.command("approve")
+@handle_errors
+def approve(
+    app_name: str = typer.Argument(..., metavar="APP"),
+    namespace: str = NamespaceOpt,
+    reject: bool = typer.Option(False, "--reject", help="Refuse: roll back instead of promoting"),
+    comment: str = typer.Option("", "--comment"),
+) -> None:
+    """Answer a release that waits for approval before promotion."""
+    from prefect.flow_runs import resume_flow_run
+
+    run = _running(namespace, app_name)
+    if not (run.state and run.state.is_paused()):
+        raise InvalidInput(
+            f"flow run {run.name} of {app_name!r} is {run.state.name if run.state else '?'}, "
+            "not waiting for approval"
+        )
+    resume_flow_run(run.id, run_input={"approve": not reject, "comment": comment})
+    print(f"{'rejected' if reject else 'approved'}: flow run {run.name} ({run.id})")
+
+
+@release_app.command("history")
+@handle_errors
+def history(
+    app_name: str = typer.Argument(..., metavar="APP"),
+    namespace: str = NamespaceOpt,
+    limit: int = typer.Option(20, "--limit"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Past and present releases of APP, newest first, from the Prefect API."""
+    runs = _runs(namespace, app_name, limit)
+    rows = [
+        {
+            "flow_run_id": str(r.id),
+            "name": r.name,
+            "kind": next((t.split(":", 1)[1] for t in r.tags if t.startswith("lamia/kind:")), "?"),
+            "started": r.start_time.isoformat() if r.start_time else None,
+            "state": r.state.name if r.state else None,
+            "message": r.state.message if r.state else None,
+        }
+        for r in runs
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print(f"no releases of {app_name} in {namespace} recorded")
+        return
+    for row in rows:
+        print(
+            f"{row['started'] or '-':32} {row['kind']:15} {row['state'] or '-':12} {row['name']}  "
+            f"{row['message'] or ''}"
+        )
+
+
+@app.command("serve")
+def serve(limit: int = typer.Option(4, "--limit", help="Flow runs at once")) -> None:
+    """Serve the canary-release, set-weights and apply-route deployments from this process (no work pool)."""
+    from prefect import serve as prefect_serve
+    from prefect.deployments.runner import RunnerDeployment
+
+    from flows.manual import apply_route_flow, set_weights
+    from flows.release import canary_release
+
+    try:
+        deployments = [
+            cast(RunnerDeployment, f.to_deployment(name=name, tags=["lamia"]))
+            for f, name in (
+                (canary_release, "canary-release"),
+                (set_weights, "set-weights"),
+                (apply_route_flow, "apply-route"),
+            )
+        ]
+        prefect_serve(*deployments, limit=limit)
+    except KeyboardInterrupt:
+        raise fail("stopped", 0) from None

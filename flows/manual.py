@@ -1,0 +1,95 @@
+"""Manual flows: `set-weights` (a manual canary) and `apply-route` (a condition and its weights).
+
+They hold the same lock and lease as a release and leave the same history, so
+a person's change never races a running release and shows up beside it.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import State
+from prefect.states import Completed
+
+from flows._guard import exclusive_release
+from flows._history import ReleaseHistory, current_run
+from flows._notify import ReleaseThread
+from flows.params import RouteParameters, WeightsParameters
+from lamia_core.conditions import compile_condition
+from lamia_core.errors import InvalidInput
+from lamia_core.lease import Lease
+from lamia_core.models import Gateway, Route, Weights
+from tasks.kubernetes import (
+    apply_gateway,
+    apply_weights,
+    discover_application,
+    raise_no_gateway,
+    read_gateway,
+)
+
+
+def _checked_weights(raw: dict[str, int], versions: list[str]) -> Weights:
+    weights = Weights(raw)
+    unknown = sorted(set(weights) - set(versions))
+    if unknown:
+        raise InvalidInput(f"unknown version(s) {', '.join(unknown)} (known versions: {', '.join(versions)})")
+    return weights
+
+
+@flow(name="set-weights", persist_result=False)
+def set_weights(params: WeightsParameters) -> State:
+    """Set one route's weights by hand."""
+    logger = get_run_logger()
+    application = discover_application(params.kubernetes, params.namespace, params.app)
+    weights = _checked_weights(params.weights, application.version_names)
+    run_id, run_name = current_run()
+    history = ReleaseHistory(params.namespace, params.app, "set-weights")
+    thread = ReleaseThread(params.slack.resolve() if params.slack else None)
+    with exclusive_release(
+        params.kubernetes,
+        application,
+        Lease.new(run_id, run_name, "set-weights"),
+        wait_seconds=params.lock_wait_seconds,
+    ):
+        gateway = read_gateway(params.kubernetes, application)
+        if gateway is None:
+            apply_gateway(
+                params.kubernetes, Gateway(application=application, routes=(Route(weights=weights),))
+            )
+        else:
+            gateway.route(params.route)  # InvalidInput when the route does not exist
+            apply_weights(params.kubernetes, application, weights, params.route)
+        history.started(weights.as_dict(), {"route": params.route})
+        reason = f"weights of route {params.route!r} set by hand"
+        history.finished("applied", weights.as_dict(), reason)
+    logger.info("%s: %s", reason, weights)
+    thread.post(f":level_slider: {params.app} ({params.namespace}): route {params.route} now {weights}")
+    return Completed(message=f"{reason}: {weights}", name="Applied", data=weights.as_dict())
+
+
+@flow(name="apply-route", persist_result=False)
+def apply_route_flow(params: RouteParameters) -> State:
+    """Send the requests matching a condition to versions by their own weights."""
+    match = compile_condition(params.condition)
+    application = discover_application(params.kubernetes, params.namespace, params.app)
+    weights = _checked_weights(params.weights, application.version_names)
+    route = Route(name=params.route, condition=params.condition, match=tuple(match), weights=weights)
+    run_id, run_name = current_run()
+    history = ReleaseHistory(params.namespace, params.app, "apply-route")
+    thread = ReleaseThread(params.slack.resolve() if params.slack else None)
+    with exclusive_release(
+        params.kubernetes,
+        application,
+        Lease.new(run_id, run_name, "apply-route"),
+        wait_seconds=params.lock_wait_seconds,
+    ):
+        gateway = read_gateway(params.kubernetes, application)
+        if gateway is None:
+            # Which version everyone else gets is not ours to guess.
+            raise_no_gateway(application)
+        gateway = gateway.with_route(route)
+        apply_gateway(params.kubernetes, gateway)
+        history.started(weights.as_dict(), {"route": params.route, "condition": params.condition})
+        reason = f"route {params.route!r} for {params.condition}"
+        history.finished("applied", weights.as_dict(), reason)
+    thread.post(f":twisted_rightwards_arrows: {params.app}: {reason} -> {weights}")
+    return Completed(message=f"{reason}: {weights}", name="Applied", data=weights.as_dict())

@@ -1,0 +1,111 @@
+"""Flow parameters as pydantic models, so the Prefect UI renders them as forms."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, cast
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from lamia_core.kube import KubeConfig
+from lamia_core.policies import HealthPolicy, Policy
+from lamia_core.prometheus import PrometheusConfig
+from lamia_core.slack import SlackConfig
+
+
+class SlackSettings(BaseModel):
+    """Where release notifications go. The token or webhook comes from a Prefect Secret
+    block when named, else from the environment, so no secret is stored in a parameter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str | None = Field(None, description="Channel for a bot token, e.g. #releases")
+    token_secret_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the bot token (xoxb-...)"
+    )
+    token_env: str = Field("SLACK_BOT_TOKEN", description="Environment variable with the bot token")
+    webhook_secret_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding an incoming-webhook URL"
+    )
+    webhook_env: str = Field("SLACK_WEBHOOK_URL", description="Environment variable with a webhook URL")
+    base_url: str | None = Field(None, description="Slack API base URL (only to point at a test server)")
+    notify_steps: bool = Field(True, description="Post each weight change in the release's thread")
+
+    def resolve(self) -> SlackConfig | None:
+        """The notifier's config, or None when no credential can be found (then nothing is posted)."""
+        token = _secret(self.token_secret_block) or os.environ.get(self.token_env)
+        webhook = _secret(self.webhook_secret_block) or os.environ.get(self.webhook_env)
+        if token and self.channel:
+            return SlackConfig(
+                token=SecretStr(token),
+                channel=self.channel,
+                base_url=self.base_url,
+                notify_steps=self.notify_steps,
+            )
+        if webhook:
+            return SlackConfig(
+                webhook_url=SecretStr(webhook), base_url=self.base_url, notify_steps=self.notify_steps
+            )
+        return None
+
+
+def _secret(block_name: str | None) -> str | None:
+    if not block_name:
+        return None
+    from prefect.blocks.system import Secret
+
+    block = cast("Secret[Any]", Secret.load(block_name))
+    value = block.get()
+    return str(value) if value else None
+
+
+class Target(BaseModel):
+    """The application and the cluster it runs on."""
+
+    namespace: str = Field(description="Namespace (virtual cluster) of the application")
+    app: str = Field(description="Value of the `app` label shared by the application's Deployments")
+    kubernetes: KubeConfig = Field(default_factory=KubeConfig, description="How to reach the cluster")
+    slack: SlackSettings | None = Field(None, description="Slack notifications (none when empty)")
+
+
+class ReleaseParameters(Target):
+    """A canary release of `target` against `baseline`."""
+
+    baseline: str = Field(description="Version serving traffic now; it gets everything back on rollback")
+    target: str = Field(description="Version to release")
+    policy: Policy = Field(
+        default_factory=HealthPolicy, description="How weight moves, and when to roll back"
+    )
+    condition: str | None = Field(
+        None,
+        description='Only requests matching this condition take part, e.g. header "User-Agent" regex '
+        '"^.*(Chrome).*$"; everyone else stays on the baseline',
+    )
+    prometheus: PrometheusConfig = Field(
+        default_factory=lambda: PrometheusConfig(
+            url=os.environ.get("LAMIA_PROMETHEUS_URL", "http://prometheus:9090")
+        ),
+        description="The Prometheus that scrapes Istio's metrics",
+    )
+    approval: bool = Field(False, description="Wait for a person's approval before promoting to 100%")
+    approval_timeout_seconds: int = Field(3600, ge=1, description="Roll back when nobody approves in time")
+    lock_wait_seconds: float = Field(
+        30.0, ge=0, description="How long to wait for the app's release slot when no run holds its lease"
+    )
+
+
+class WeightsParameters(Target):
+    """Set a route's weights by hand (manual canary)."""
+
+    weights: dict[str, int] = Field(description="Weight per version, integers summing to 100")
+    route: str = Field("default", description="Route whose weights to set")
+    lock_wait_seconds: float = Field(30.0, ge=0)
+
+
+class RouteParameters(Target):
+    """Route the requests matching a condition by their own weights."""
+
+    condition: str = Field(description='e.g. header "User-Agent" regex "^.*(Chrome).*$"')
+    weights: dict[str, int] = Field(description="Weights for the matching requests")
+    route: str = Field("condition", description="Name of the route (Lamia names it lamia-<route>)")
+    lock_wait_seconds: float = Field(30.0, ge=0)

@@ -1,0 +1,27 @@
+"""Adapters for tasks. Kubernetes clients are kept per configuration and process
+because building one parses the kubeconfig and opens a connection pool."""
+
+from __future__ import annotations
+
+import threading
+
+from lamia_core.kube import KubeAdapter, KubeConfig
+from lamia_core.prometheus import PrometheusAdapter, PrometheusConfig
+
+_lock = threading.Lock()
+_kube: dict[str, KubeAdapter] = {}
+
+
+def kube_adapter(config: KubeConfig) -> KubeAdapter:
+    # KubeConfig holds paths and names, no secrets, so its JSON is a faithful key.
+    key = config.model_dump_json()
+    with _lock:
+        adapter = _kube.get(key)
+        if adapter is None:
+            adapter = _kube[key] = KubeAdapter(config)
+    return adapter
+
+
+def prometheus_adapter(config: PrometheusConfig) -> PrometheusAdapter:
+    # Cheap to build, and its config may carry secrets that make a poor cache key.
+    return PrometheusAdapter(config)

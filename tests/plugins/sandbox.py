@@ -1,0 +1,51 @@
+"""A whole sandbox (API-server emulator, traffic simulator, Prometheus) per test module,
+with the gateway reset to all traffic on v1 before each test that asks for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from lamia_core.istio import virtual_service_name
+from lamia_core.kube import KubeAdapter
+from lamia_core.lease import LEASE_ANNOTATION
+from lamia_core.models import Gateway, Route, Weights
+from lamia_sandbox.sandbox import Sandbox
+from lamia_sandbox.simulator import VersionBehaviour
+
+#: v3 answers 30% of its requests with 503: a release of it must roll back.
+SANDBOX_VERSIONS = {
+    "v1": VersionBehaviour(),
+    "v2": VersionBehaviour(),
+    "v3": VersionBehaviour(error_rate=0.3, error_code=503),
+}
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox("shop", "reviews", SANDBOX_VERSIONS, rate=150.0, seed=7) as sb:
+        yield sb
+
+
+@pytest.fixture
+def fresh_gateway(sandbox: Sandbox) -> Iterator[Sandbox]:
+    """The sandbox with its gateway at v1=100 (only the default route) and no lease."""
+    adapter = KubeAdapter(sandbox.kube)
+    app = adapter.discover_application(sandbox.namespace, sandbox.app)
+
+    def reset(vs: dict[str, Any] | None) -> dict[str, Any] | None:
+        if vs is None:
+            return None
+        vs["metadata"].get("annotations", {}).pop(LEASE_ANNOTATION, None)
+        vs["spec"]["http"] = [r for r in vs["spec"].get("http", []) if r.get("name") == "lamia-default"]
+        return vs
+
+    adapter.update_object("VirtualService", sandbox.namespace, virtual_service_name(app), reset)
+    adapter.apply_gateway(Gateway(application=app, routes=(Route(weights=Weights({"v1": 100, "v2": 0, "v3": 0})),)))
+    assert sandbox.simulator is not None
+    for version, behaviour in SANDBOX_VERSIONS.items():
+        sandbox.simulator.set_behaviour(version, behaviour)
+    yield sandbox
+    adapter.close()

@@ -1,0 +1,285 @@
+"""The canary-release flow, run for real: a Prefect server (SQLite), the API-server
+emulator, the traffic simulator, Prometheus and the fake Slack server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter
+from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter, EventResourceFilter
+from prefect.events.worker import EventsWorker
+from prefect.states import Cancelling
+
+from flows.params import ReleaseParameters, SlackSettings
+from flows.release import canary_release
+from lamia_core.istio import virtual_service_name
+from lamia_core.kube import KubeAdapter
+from lamia_core.lease import lease_of
+from lamia_core.policies import HealthPolicy
+from lamia_sandbox.fake_slack import DEFAULT_TOKEN, FakeSlack
+from lamia_sandbox.sandbox import Sandbox
+
+pytestmark = pytest.mark.integration
+
+INTERVAL = 1.5
+
+
+def params(sb: Sandbox, target: str, *, baseline: str = "v1", slack: FakeSlack | None = None,
+           **overrides: Any) -> ReleaseParameters:
+    policy = {"step": 50, "interval": INTERVAL, "window": "10s", "min_requests": 5, "failure_limit": 1,
+              **overrides.pop("policy", {})}
+    return ReleaseParameters(
+        namespace=sb.namespace, app=sb.app, baseline=baseline, target=target,
+        policy=HealthPolicy(**policy), kubernetes=sb.kube, prometheus=sb.prometheus,
+        slack=SlackSettings(channel="#releases", base_url=slack.api_url) if slack else None,
+        **overrides,
+    )
+
+
+def routes(sb: Sandbox) -> dict[str, dict[str, int]]:
+    with KubeAdapter(sb.kube) as adapter:
+        gateway = adapter.read_gateway(adapter.discover_application(sb.namespace, sb.app))
+    assert gateway is not None
+    return {r.name: r.weights.as_dict() for r in gateway.routes}
+
+
+def vs(sb: Sandbox) -> dict[str, Any]:
+    with KubeAdapter(sb.kube) as adapter:
+        app = adapter.discover_application(sb.namespace, sb.app)
+        obj = adapter.get_object("VirtualService", sb.namespace, virtual_service_name(app))
+    assert obj is not None
+    return obj
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Background:
+    """A flow run in a thread, as a second user or a long release would be."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.state: Any = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self.state = fn()
+        except BaseException as exc:  # surfaced by join()
+            self.error = exc
+
+    def join(self, timeout: float = 90.0) -> Any:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "flow run did not finish"
+        if self.error:
+            raise self.error
+        return self.state
+
+
+def flow_run_id(state: Any) -> UUID:
+    return UUID(state.state_details.flow_run_id.hex)
+
+
+def artifacts(run_id: UUID) -> dict[str, Any]:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    latest: dict[str, Any] = {}
+    for a in sorted(found, key=lambda a: a.created):
+        latest[a.type] = a
+    return latest
+
+
+def events(app_resource: str, run_id: UUID, timeout: float = 30.0) -> list[str]:
+    EventsWorker.drain_all(timeout=10)
+    names: list[str] = []
+
+    def fetched() -> bool:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(EventFilter(
+                event=EventNameFilter(prefix=["lamia.release."]),
+                resource=EventResourceFilter(id=[app_resource]),
+                related=EventRelatedFilter(id=[f"prefect.flow-run.{run_id}"]),
+            ), limit=50)
+        names[:] = [e.event for e in sorted(page.events, key=lambda e: e.occurred)]
+        return any(n in names for n in ("lamia.release.promoted", "lamia.release.rolled-back",
+                                        "lamia.release.failed"))
+
+    wait_until(fetched, timeout, "the release's final event")
+    return names
+
+
+def test_healthy_target_is_promoted_with_history_and_slack_thread(
+    prefect_server: Any, fresh_gateway: Sandbox, fake_slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", DEFAULT_TOKEN)
+    sb = fresh_gateway
+    state = canary_release(params(sb, "v2", slack=fake_slack), return_state=True)
+
+    assert state.name == "Promoted", state.message
+    assert state.is_completed()
+    assert routes(sb) == {"default": {"v1": 0, "v2": 100, "v3": 0}}
+    assert lease_of(vs(sb)) is None, "the lease is given back"
+    outcome = state.result()
+    assert outcome["outcome"] == "promoted" and outcome["weights"]["v2"] == 100
+
+    run_id = flow_run_id(state)
+    found = artifacts(run_id)
+    assert set(found) >= {"progress", "table", "markdown"}
+    assert found["progress"].data == 100.0
+    rows = found["table"].data
+    rows = rows if isinstance(rows, list) else __import__("json").loads(rows)
+    assert [r["decision"] for r in rows] == ["set_weights", "set_weights", "promote"]
+    assert "v2=50" in rows[0]["weights"] and "v2=100" in rows[-1]["weights"]
+    assert ">= 0.8" in rows[1]["evidence"], "each step shows the threshold it met"
+    assert "promoted" in found["markdown"].data
+
+    names = events(f"lamia.app.{sb.namespace}.{sb.app}", run_id)
+    assert names[0] == "lamia.release.started"
+    assert names.count("lamia.release.step") == 3
+    assert names[-1] == "lamia.release.promoted"
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+    assert f"lamia/app:{sb.namespace}/{sb.app}" in run.tags
+
+    first, *replies = fake_slack.messages
+    assert "started" in first.text and first.thread_ts is None
+    assert replies and all(m.thread_ts == first.ts for m in replies), "one thread per release"
+    assert "promoted to 100%" in replies[-1].text
+
+
+def test_unhealthy_target_is_rolled_back_at_the_first_check_that_sees_its_errors(
+    prefect_server: Any, fresh_gateway: Sandbox, fake_slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", DEFAULT_TOKEN)
+    sb = fresh_gateway
+    state = canary_release(params(sb, "v3", slack=fake_slack), return_state=True)
+
+    assert state.name == "RolledBack", state.message
+    assert state.is_failed(), "a CI gate on this run fails"
+    assert routes(sb) == {"default": {"v1": 100, "v2": 0, "v3": 0}}
+    rows = artifacts(flow_run_id(state))["table"].data
+    rows = rows if isinstance(rows, list) else __import__("json").loads(rows)
+    # v3 gets traffic at the first step; the next check (one interval later) sees
+    # its 30% errors and rolls back: no step in between.
+    assert [r["decision"] for r in rows] == ["set_weights", "rollback"]
+    assert "v3" in rows[1]["evidence"] and "missed" in rows[1]["evidence"]
+    assert rows[1]["elapsed_s"] - rows[0]["elapsed_s"] < 2 * INTERVAL + 1.0
+    rolled = fake_slack.messages[-1].text
+    assert "rolled back to v1" in rolled and "Measured" in rolled and "0.8" in rolled
+    assert events(f"lamia.app.{sb.namespace}.{sb.app}", flow_run_id(state))[-1] == "lamia.release.rolled-back"
+
+
+def test_cancelled_release_puts_the_baseline_back(prefect_server: Any, fresh_gateway: Sandbox) -> None:
+    sb = fresh_gateway
+    run = Background(lambda: canary_release(params(sb, "v2", policy={"step": 10, "interval": 3.0}),
+                                            return_state=True))
+    wait_until(lambda: routes(sb)["default"]["v2"] > 0, what="the first step")
+    holder = lease_of(vs(sb))
+    assert holder is not None
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(UUID(holder.holder), Cancelling(message="test"), force=True)
+    state = run.join()
+
+    assert state.is_cancelled(), state
+    assert routes(sb)["default"] == {"v1": 100, "v2": 0, "v3": 0}
+    assert lease_of(vs(sb)) is None
+
+
+def test_second_release_of_the_same_app_is_refused_naming_the_running_one(
+    prefect_server: Any, fresh_gateway: Sandbox
+) -> None:
+    sb = fresh_gateway
+    first = Background(lambda: canary_release(params(sb, "v2", policy={"step": 10, "interval": 3.0}),
+                                              return_state=True))
+    wait_until(lambda: lease_of(vs(sb)) is not None, what="the first release's lease")
+    holder = lease_of(vs(sb))
+    assert holder is not None
+    writes_before = routes(sb)
+
+    second = canary_release(params(sb, "v3"), return_state=True)
+    assert second.is_failed()
+    assert "already running" in (second.message or "")
+    assert holder.name in (second.message or ""), "the refusal names the running flow run"
+    assert lease_of(vs(sb)) == holder, "the running release keeps its lease"
+    assert routes(sb)["default"]["v3"] == 0 and writes_before["default"]["v3"] == 0
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(UUID(holder.holder), Cancelling(message="test over"), force=True)
+    assert first.join().is_cancelled()
+    assert routes(sb)["default"]["v1"] == 100
+
+
+def test_slack_outage_does_not_change_the_outcome(
+    prefect_server: Any, fresh_gateway: Sandbox, fake_slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", DEFAULT_TOKEN)
+    fake_slack.outage = True
+    state = canary_release(params(fresh_gateway, "v2", slack=fake_slack), return_state=True)
+    assert state.name == "Promoted", state.message
+    assert routes(fresh_gateway)["default"]["v2"] == 100
+    assert fake_slack.requests, "Lamia did try to post"
+    assert not fake_slack.messages
+    assert all(r.status == 503 for r in fake_slack.requests)
+
+
+def test_bad_input_fails_before_any_change(prefect_server: Any, fresh_gateway: Sandbox) -> None:
+    sb = fresh_gateway
+    before = vs(sb)["metadata"]["resourceVersion"]
+    writes = len([r for r in sb.emulator.requests if r[0] in ("POST", "PUT", "PATCH", "DELETE")])
+
+    unknown = canary_release(params(sb, "v9"), return_state=True)
+    assert unknown.is_failed() and "unknown version 'v9'" in (unknown.message or "")
+    bad_regex = canary_release(params(sb, "v2", condition='header "User-Agent" regex "^(?!Chrome).*$"'),
+                               return_state=True)
+    assert bad_regex.is_failed() and "RE2" in (bad_regex.message or "")
+
+    assert vs(sb)["metadata"]["resourceVersion"] == before
+    assert len([r for r in sb.emulator.requests if r[0] in ("POST", "PUT", "PATCH", "DELETE")]) == writes
+
+
+def test_conditional_release_shifts_only_the_matching_route(prefect_server: Any, fresh_gateway: Sandbox) -> None:
+    sb = fresh_gateway
+    condition = 'header "User-Agent" regex "^.*(Chrome).*$"'
+    state = canary_release(params(sb, "v2", condition=condition), return_state=True)
+    assert state.name == "Promoted", state.message
+    assert routes(sb) == {"canary": {"v1": 0, "v2": 100, "v3": 0}, "default": {"v1": 100, "v2": 0, "v3": 0}}
+    http = vs(sb)["spec"]["http"]
+    assert http[0]["name"] == "lamia-canary"
+    assert http[0]["match"] == [{"headers": {"user-agent": {"regex": "^.*(Chrome).*$"}}}]
+
+
+def test_approval_gates_promotion(prefect_server: Any, fresh_gateway: Sandbox) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    sb = fresh_gateway
+    run = Background(lambda: canary_release(params(sb, "v2", approval=True), return_state=True))
+    wait_until(lambda: lease_of(vs(sb)) is not None, what="the release's lease")
+    holder = lease_of(vs(sb))
+    assert holder is not None
+
+    def paused() -> bool:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(UUID(holder.holder)).state
+        return bool(state and state.is_paused())
+
+    wait_until(paused, 60, "the pause for approval")
+    assert routes(sb)["default"]["v2"] == 100 - 0 or routes(sb)["default"]["v2"] < 100
+    resume_flow_run(UUID(holder.holder), run_input={"approve": True, "comment": "looks good"})
+    state = run.join()
+    assert state.name == "Promoted", state.message
+    assert routes(sb)["default"]["v2"] == 100
