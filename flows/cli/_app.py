@@ -13,8 +13,9 @@ app = typer.Typer(
 )
 render_app = typer.Typer(help="Render manifests without touching a cluster.", no_args_is_help=True)
 cluster_app = typer.Typer(help="Prepare namespaces (virtual clusters).", no_args_is_help=True)
-gateway_app = typer.Typer(help="An application's gateway: DestinationRule and VirtualService.",
-                          no_args_is_help=True)
+gateway_app = typer.Typer(
+    help="An application's gateway: DestinationRule and VirtualService.", no_args_is_help=True
+)
 weights_app = typer.Typer(help="Set traffic weights by hand (manual canary).", no_args_is_help=True)
 check_app = typer.Typer(help="Check a condition or an expression.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate an expression on given metric values.", no_args_is_help=True)
