@@ -7,7 +7,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := prometheus
+# Debian packages the tests need, each as package:path-that-shows-it-is-installed.
+APT_NEEDS := prometheus:/usr/bin/prometheus postgresql:/usr/lib/postgresql
 PYTEST_ARGS ?=
 
 .PHONY: test lint typecheck pytest demo ui-check bench venv system-packages clean
@@ -22,8 +23,8 @@ $(STAMP): pyproject.toml
 
 # Installs only what is missing, so a machine that has them needs no root.
 system-packages:
-	@missing=""; for p in $(APT_PACKAGES); do \
-	  command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for need in $(APT_NEEDS); do \
+	  [ -e "$${need#*:}" ] || missing="$$missing $${need%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

@@ -89,6 +89,20 @@ class KubeConfig(BaseModel):
     """Fresh reads and re-applied changes after a 409 before giving up."""
 
 
+def _in_pod_default(config: KubeConfig) -> KubeConfig:
+    """A config naming no kubeconfig, in a pod with no kubeconfig, means the pod's service account.
+
+    A flow run by the Kubernetes work pool gets the default KubeConfig from the
+    UI form; making users tick in_cluster there would be a trap.
+    """
+    if config.in_cluster or config.kubeconfig or config.context:
+        return config
+    default = os.path.expanduser(os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0])
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.path.exists(default):
+        return config.model_copy(update={"in_cluster": True})
+    return config
+
+
 @dataclass(frozen=True)
 class _Resource:
     """The three calls the update loop needs for one kind; each returns the raw response."""
@@ -109,7 +123,7 @@ class KubeAdapter:
     """One cluster's API, through its own client (never the kubernetes package's global config)."""
 
     def __init__(self, config: KubeConfig | None = None) -> None:
-        self.config = config or KubeConfig()
+        self.config = _in_pod_default(config or KubeConfig())
         paths = [p for p in (self.config.kubeconfig or "").split(os.pathsep) if p]
         if paths and not self.config.in_cluster and not any(os.path.exists(p) for p in paths):
             raise InvalidInput(f"kubeconfig file {self.config.kubeconfig} does not exist")

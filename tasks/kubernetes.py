@@ -6,7 +6,7 @@ since every result describes a cluster that other writers change.
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -84,7 +84,7 @@ def acquire_lease(
 ) -> None:
     """Record ``lease`` on the VirtualService; ReleaseLocked if another live run holds it."""
 
-    def mutate(vs: dict | None) -> dict | None:  # type: ignore[type-arg]
+    def mutate(vs: dict[str, Any] | None) -> dict[str, Any] | None:
         if vs is None:
             raise_no_gateway(application)
         return take_lease(vs, lease, app=application.name, stale=stale)
@@ -96,7 +96,7 @@ def acquire_lease(
 
 @task(name="release-lease", **_COMMON)
 def release_lease(kube: KubeConfig, application: Application, holder: str) -> None:
-    def mutate(vs: dict | None) -> dict | None:  # type: ignore[type-arg]
+    def mutate(vs: dict[str, Any] | None) -> dict[str, Any] | None:
         return None if vs is None else drop_lease(vs, holder)
 
     kube_adapter(kube).update_object(

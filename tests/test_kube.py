@@ -405,3 +405,18 @@ def test_bad_kubeconfig(tmp_path: Path, kubeconfig: Path) -> None:
     garbage.write_text("clusters: [unclosed\n")
     with pytest.raises(InvalidInput, match="cannot load the Kubernetes configuration from kubeconfig"):
         KubeAdapter(KubeConfig(kubeconfig=str(garbage)))
+
+
+def test_default_config_in_a_pod_uses_the_service_account(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "1")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    # No service-account token in this test's "pod": the error names the in-cluster source,
+    # which shows the default config was read as in-cluster rather than as a kubeconfig.
+    with pytest.raises(InvalidInput, match="in-cluster service account"):
+        KubeAdapter(KubeConfig())
+    # An explicit kubeconfig is never second-guessed.
+    with pytest.raises(InvalidInput, match="does not exist"):
+        KubeAdapter(KubeConfig(kubeconfig=str(tmp_path / "absent")))

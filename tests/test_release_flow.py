@@ -11,7 +11,7 @@ from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter, EventResourceFilter
 from prefect.events.worker import EventsWorker
 from prefect.states import Cancelling
@@ -30,13 +30,25 @@ pytestmark = pytest.mark.integration
 INTERVAL = 1.5
 
 
-def params(sb: Sandbox, target: str, *, baseline: str = "v1", slack: FakeSlack | None = None,
-           **overrides: Any) -> ReleaseParameters:
-    policy = {"step": 50, "interval": INTERVAL, "window": "10s", "min_requests": 5, "failure_limit": 1,
-              **overrides.pop("policy", {})}
+def params(
+    sb: Sandbox, target: str, *, baseline: str = "v1", slack: FakeSlack | None = None, **overrides: Any
+) -> ReleaseParameters:
+    policy = {
+        "step": 50,
+        "interval": INTERVAL,
+        "window": "10s",
+        "min_requests": 5,
+        "failure_limit": 1,
+        **overrides.pop("policy", {}),
+    }
     return ReleaseParameters(
-        namespace=sb.namespace, app=sb.app, baseline=baseline, target=target,
-        policy=HealthPolicy(**policy), kubernetes=sb.kube, prometheus=sb.prometheus,
+        namespace=sb.namespace,
+        app=sb.app,
+        baseline=baseline,
+        target=target,
+        policy=HealthPolicy(**policy),
+        kubernetes=sb.kube,
+        prometheus=sb.prometheus,
         slack=SlackSettings(channel="#releases", base_url=slack.api_url) if slack else None,
         **overrides,
     )
@@ -96,7 +108,8 @@ def flow_run_id(state: Any) -> UUID:
 def artifacts(run_id: UUID) -> dict[str, Any]:
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
     latest: dict[str, Any] = {}
     for a in sorted(found, key=lambda a: a.created):
         latest[a.type] = a
@@ -109,14 +122,19 @@ def events(app_resource: str, run_id: UUID, timeout: float = 30.0) -> list[str]:
 
     def fetched() -> bool:
         with get_client(sync_client=True) as client:
-            page = client.read_events(EventFilter(
-                event=EventNameFilter(prefix=["lamia.release."]),
-                resource=EventResourceFilter(id=[app_resource]),
-                related=EventRelatedFilter(id=[f"prefect.flow-run.{run_id}"]),
-            ), limit=50)
+            page = client.read_events(
+                EventFilter(
+                    event=EventNameFilter(prefix=["lamia.release."]),
+                    resource=EventResourceFilter(id=[app_resource]),
+                    related=EventRelatedFilter(id=[f"prefect.flow-run.{run_id}"]),
+                ),
+                limit=50,
+            )
         names[:] = [e.event for e in sorted(page.events, key=lambda e: e.occurred)]
-        return any(n in names for n in ("lamia.release.promoted", "lamia.release.rolled-back",
-                                        "lamia.release.failed"))
+        return any(
+            n in names
+            for n in ("lamia.release.promoted", "lamia.release.rolled-back", "lamia.release.failed")
+        )
 
     wait_until(fetched, timeout, "the release's final event")
     return names
@@ -186,8 +204,9 @@ def test_unhealthy_target_is_rolled_back_at_the_first_check_that_sees_its_errors
 
 def test_cancelled_release_puts_the_baseline_back(prefect_server: Any, fresh_gateway: Sandbox) -> None:
     sb = fresh_gateway
-    run = Background(lambda: canary_release(params(sb, "v2", policy={"step": 10, "interval": 3.0}),
-                                            return_state=True))
+    run = Background(
+        lambda: canary_release(params(sb, "v2", policy={"step": 10, "interval": 3.0}), return_state=True)
+    )
     wait_until(lambda: routes(sb)["default"]["v2"] > 0, what="the first step")
     holder = lease_of(vs(sb))
     assert holder is not None
@@ -204,8 +223,9 @@ def test_second_release_of_the_same_app_is_refused_naming_the_running_one(
     prefect_server: Any, fresh_gateway: Sandbox
 ) -> None:
     sb = fresh_gateway
-    first = Background(lambda: canary_release(params(sb, "v2", policy={"step": 10, "interval": 3.0}),
-                                              return_state=True))
+    first = Background(
+        lambda: canary_release(params(sb, "v2", policy={"step": 10, "interval": 3.0}), return_state=True)
+    )
     wait_until(lambda: lease_of(vs(sb)) is not None, what="the first release's lease")
     holder = lease_of(vs(sb))
     assert holder is not None
@@ -244,15 +264,18 @@ def test_bad_input_fails_before_any_change(prefect_server: Any, fresh_gateway: S
 
     unknown = canary_release(params(sb, "v9"), return_state=True)
     assert unknown.is_failed() and "unknown version 'v9'" in (unknown.message or "")
-    bad_regex = canary_release(params(sb, "v2", condition='header "User-Agent" regex "^(?!Chrome).*$"'),
-                               return_state=True)
+    bad_regex = canary_release(
+        params(sb, "v2", condition='header "User-Agent" regex "^(?!Chrome).*$"'), return_state=True
+    )
     assert bad_regex.is_failed() and "RE2" in (bad_regex.message or "")
 
     assert vs(sb)["metadata"]["resourceVersion"] == before
     assert len([r for r in sb.emulator.requests if r[0] in ("POST", "PUT", "PATCH", "DELETE")]) == writes
 
 
-def test_conditional_release_shifts_only_the_matching_route(prefect_server: Any, fresh_gateway: Sandbox) -> None:
+def test_conditional_release_shifts_only_the_matching_route(
+    prefect_server: Any, fresh_gateway: Sandbox
+) -> None:
     sb = fresh_gateway
     condition = 'header "User-Agent" regex "^.*(Chrome).*$"'
     state = canary_release(params(sb, "v2", condition=condition), return_state=True)

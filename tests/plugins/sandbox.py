@@ -43,7 +43,8 @@ def fresh_gateway(sandbox: Sandbox) -> Iterator[Sandbox]:
         return vs
 
     adapter.update_object("VirtualService", sandbox.namespace, virtual_service_name(app), reset)
-    adapter.apply_gateway(Gateway(application=app, routes=(Route(weights=Weights({"v1": 100, "v2": 0, "v3": 0})),)))
+    baseline = Route(weights=Weights({"v1": 100, "v2": 0, "v3": 0}))
+    adapter.apply_gateway(Gateway(application=app, routes=(baseline,)))
     assert sandbox.simulator is not None
     for version, behaviour in SANDBOX_VERSIONS.items():
         sandbox.simulator.set_behaviour(version, behaviour)

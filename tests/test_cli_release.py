@@ -1,0 +1,253 @@
+"""`lamia release ...` against a real Prefect server and the sandbox, and the
+`prefect deployment run ... --watch` CI gate on deployments served by `lamia serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from lamia_core.lease import lease_of
+from lamia_sandbox.sandbox import Sandbox
+from tests.test_release_flow import Background, routes, vs, wait_until
+
+pytestmark = pytest.mark.integration
+
+runner = CliRunner()
+LAMIA = str(Path(sys.executable).with_name("lamia"))
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def start_args(sb: Sandbox, target: str, *extra: str) -> list[str]:
+    return [
+        "release",
+        "start",
+        "--namespace",
+        sb.namespace,
+        "--app",
+        sb.app,
+        "--baseline",
+        "v1",
+        "--target",
+        target,
+        "--step",
+        "50",
+        "--interval",
+        "1.5",
+        "--window",
+        "10s",
+        "--min-requests",
+        "5",
+        "--failure-limit",
+        "1",
+        "--prometheus",
+        sb.prometheus.url,
+        "--kubeconfig",
+        str(sb.kubeconfig),
+        "--context",
+        "lamia-emulator",
+        *extra,
+    ]
+
+
+def test_start_local_exit_code_is_the_ci_verdict_and_history_lists_both(
+    prefect_server: Any, fresh_gateway: Sandbox
+) -> None:
+    sb = fresh_gateway
+    promoted = runner.invoke(app, start_args(sb, "v2", "--local"))
+    assert promoted.exit_code == 0, promoted.output
+    assert "Promoted" in promoted.stdout
+    assert routes(sb)["default"]["v2"] == 100
+
+    sb_reset = fresh_gateway  # same sandbox; put everything back on v1 by hand
+    assert (
+        runner.invoke(
+            app,
+            [
+                "weights",
+                "set",
+                "--namespace",
+                sb.namespace,
+                "--app",
+                sb.app,
+                "--kubeconfig",
+                str(sb.kubeconfig),
+                "v1=100",
+                "v2=0",
+                "v3=0",
+            ],
+        ).exit_code
+        == 0
+    )
+    rolled = runner.invoke(app, start_args(sb_reset, "v3", "--local"))
+    assert rolled.exit_code == 1, rolled.output
+    assert "RolledBack" in rolled.stdout
+
+    history = runner.invoke(app, ["release", "history", sb.app, "--namespace", sb.namespace, "--json"])
+    assert history.exit_code == 0, history.output
+    states = [row["state"] for row in json.loads(history.stdout)]
+    assert states[:2] == ["RolledBack", "Promoted"], "newest first"
+
+
+def test_bad_policy_option_is_one_clear_line_and_exit_2(prefect_server: Any, fresh_gateway: Sandbox) -> None:
+    result = runner.invoke(app, start_args(fresh_gateway, "v2", "--local", "--step", "0"))
+    assert result.exit_code == 2
+    assert "--step" in result.stderr and "greater than or equal to 1" in result.stderr
+    assert routes(fresh_gateway)["default"]["v1"] == 100
+
+
+def test_status_abort_and_approve_a_running_release(prefect_server: Any, fresh_gateway: Sandbox) -> None:
+    sb = fresh_gateway
+    idle = runner.invoke(
+        app, ["release", "status", sb.app, "-n", sb.namespace, "--kubeconfig", str(sb.kubeconfig)]
+    )
+    assert idle.exit_code == 0 and "no release running" in idle.stdout
+    nothing = runner.invoke(app, ["release", "abort", sb.app, "-n", sb.namespace])
+    assert nothing.exit_code == 2 and "is running" in nothing.stderr
+
+    # A release that waits for approval: approve it from the CLI.
+    waiting = Background(lambda: runner.invoke(app, start_args(sb, "v2", "--local", "--approval")))
+    wait_until(lambda: lease_of(vs(sb)) is not None, what="the lease")
+
+    def paused() -> bool:
+        status = runner.invoke(
+            app,
+            ["release", "status", sb.app, "-n", sb.namespace, "--kubeconfig", str(sb.kubeconfig), "--json"],
+        )
+        return json.loads(status.stdout).get("state") == "Paused"
+
+    wait_until(paused, 60, "the pause for approval")
+    approved = runner.invoke(app, ["release", "approve", sb.app, "-n", sb.namespace, "--comment", "ok"])
+    assert approved.exit_code == 0, approved.output
+    assert waiting.join().exit_code == 0
+    assert routes(sb)["default"]["v2"] == 100
+
+    # A slow release: abort it from the CLI; the baseline is back and the run says so.
+    assert (
+        runner.invoke(
+            app,
+            [
+                "weights",
+                "set",
+                "--namespace",
+                sb.namespace,
+                "--app",
+                sb.app,
+                "--kubeconfig",
+                str(sb.kubeconfig),
+                "v1=100",
+                "v2=0",
+                "v3=0",
+            ],
+        ).exit_code
+        == 0
+    )
+    slow = Background(
+        lambda: runner.invoke(app, start_args(sb, "v2", "--local", "--step", "10", "--interval", "3"))
+    )
+    wait_until(lambda: routes(sb)["default"]["v2"] > 0, what="the first step")
+    aborted = runner.invoke(app, ["release", "abort", sb.app, "-n", sb.namespace])
+    assert aborted.exit_code == 0, aborted.output
+    assert slow.join().exit_code == 1
+    assert routes(sb)["default"] == {"v1": 100, "v2": 0, "v3": 0}
+
+
+def test_prefect_deployment_run_watch_is_a_ci_gate(
+    prefect_server: Any, fresh_gateway: Sandbox, tmp_path: Path
+) -> None:
+    sb = fresh_gateway
+    env = {**os.environ, **prefect_server.env(), "PREFECT_LOGGING_LEVEL": "WARNING"}
+    serve = subprocess.Popen(
+        [LAMIA, "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "serve.log", "wb"),
+        start_new_session=True,
+    )
+    try:
+
+        def run(target: str) -> subprocess.CompletedProcess[str]:
+            params = {
+                "params": {
+                    "namespace": sb.namespace,
+                    "app": sb.app,
+                    "baseline": "v1",
+                    "target": target,
+                    "policy": {
+                        "kind": "health",
+                        "step": 50,
+                        "interval": 1.5,
+                        "window": "10s",
+                        "min_requests": 5,
+                        "failure_limit": 1,
+                    },
+                    "prometheus": {"url": sb.prometheus.url},
+                    "kubernetes": {"kubeconfig": str(sb.kubeconfig), "context": "lamia-emulator"},
+                }
+            }
+            return subprocess.run(
+                [
+                    PREFECT,
+                    "deployment",
+                    "run",
+                    "canary-release/canary-release",
+                    "--params",
+                    json.dumps(params),
+                    "--watch",
+                    "--watch-timeout",
+                    "120",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+
+        def deployed() -> bool:
+            out = subprocess.run([PREFECT, "deployment", "ls"], env=env, capture_output=True, text=True)
+            return "canary-release/canary-release" in out.stdout
+
+        wait_until(deployed, 90, "lamia serve to register its deployments")
+        promoted = run("v2")
+        assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+        assert "Promoted" in promoted.stdout
+        assert (
+            runner.invoke(
+                app,
+                [
+                    "weights",
+                    "set",
+                    "--namespace",
+                    sb.namespace,
+                    "--app",
+                    sb.app,
+                    "--kubeconfig",
+                    str(sb.kubeconfig),
+                    "v1=100",
+                    "v2=0",
+                    "v3=0",
+                ],
+            ).exit_code
+            == 0
+        )
+        rolled = run("v3")
+        assert rolled.returncode != 0, rolled.stdout + rolled.stderr
+        assert "RolledBack" in rolled.stdout
+        assert routes(sb)["default"]["v1"] == 100
+    finally:
+        os.killpg(serve.pid, signal.SIGINT)
+        try:
+            serve.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait()
+        time.sleep(0.1)
