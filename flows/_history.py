@@ -141,8 +141,14 @@ class ReleaseHistory:
             )
         self.emit("started", {"weights": weights, **details})
 
-    def step(self, decision: Decision, weights: dict[str, int]) -> dict[str, Any]:
-        """Record one decision of the engine, and the weights in force after it."""
+    def step(
+        self, decision: Decision, weights: dict[str, int], acted_in: float | None = None
+    ) -> dict[str, Any]:
+        """Record one decision of the engine, and the weights in force after it.
+
+        ``acted_in`` is how long Lamia took from waking up to the weights being
+        applied (observe, decide, write): the orchestration's share of a step.
+        """
         now = datetime.now(UTC)
         row: dict[str, Any] = {
             "step": len(self.rows) + 1,
@@ -152,6 +158,7 @@ class ReleaseHistory:
             "decision": decision.action,
             "reason": decision.reason,
             "evidence": "; ".join(evidence_text(e) for e in decision.evidence) or "-",
+            "acted_in_s": None if acted_in is None else round(acted_in, 3),
         }
         self.rows.append(row)
         if decision.evidence:

@@ -172,6 +172,7 @@ def _drive(
     thread: ReleaseThread,
 ) -> tuple[Outcome, ReleaseState, str]:
     logger = get_run_logger()
+    woke = time.monotonic()
     decision = start(spec, time.time())
     approved = not params.approval
     while True:
@@ -181,7 +182,7 @@ def _drive(
                 decision = abort(spec, decision.state, time.time(), why)
         _apply(params, application, decision, spec)
         weights = decision.state.weights.as_dict()
-        history.step(decision, weights)
+        history.step(decision, weights, acted_in=time.monotonic() - woke)
         logger.info("%s: %s -> %s", decision.action, decision.reason, weights)
         if decision.action == "set_weights":
             thread.post(slack_text.format_step(thread.info, weights, step=decision.state.steps), step=True)
@@ -193,6 +194,7 @@ def _drive(
             return "held", decision.state, decision.reason
         wake = decision.wake_at if decision.wake_at is not None else time.time() + spec.policy.interval
         _wait_until(wake, history.flow_run_id)
+        woke = time.monotonic()
         decision = decide(spec, decision.state, time.time(), _observe(params, spec))
 
 

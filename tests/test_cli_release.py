@@ -59,6 +59,13 @@ def start_args(sb: Sandbox, target: str, *extra: str) -> list[str]:
     ]
 
 
+def back_to_v1(sb: Sandbox) -> None:
+    """All traffic back on v1, the way a person would do it."""
+    args = ["--namespace", sb.namespace, "--app", sb.app, "--kubeconfig", str(sb.kubeconfig)]
+    result = runner.invoke(app, ["weights", "set", *args, "v1=100", "v2=0", "v3=0"])
+    assert result.exit_code == 0, result.output
+
+
 def test_start_local_exit_code_is_the_ci_verdict_and_history_lists_both(
     prefect_server: Any, fresh_gateway: Sandbox
 ) -> None:
@@ -68,27 +75,8 @@ def test_start_local_exit_code_is_the_ci_verdict_and_history_lists_both(
     assert "Promoted" in promoted.stdout
     assert routes(sb)["default"]["v2"] == 100
 
-    sb_reset = fresh_gateway  # same sandbox; put everything back on v1 by hand
-    assert (
-        runner.invoke(
-            app,
-            [
-                "weights",
-                "set",
-                "--namespace",
-                sb.namespace,
-                "--app",
-                sb.app,
-                "--kubeconfig",
-                str(sb.kubeconfig),
-                "v1=100",
-                "v2=0",
-                "v3=0",
-            ],
-        ).exit_code
-        == 0
-    )
-    rolled = runner.invoke(app, start_args(sb_reset, "v3", "--local"))
+    back_to_v1(sb)
+    rolled = runner.invoke(app, start_args(sb, "v3", "--local"))
     assert rolled.exit_code == 1, rolled.output
     assert "RolledBack" in rolled.stdout
 
@@ -132,25 +120,7 @@ def test_status_abort_and_approve_a_running_release(prefect_server: Any, fresh_g
     assert routes(sb)["default"]["v2"] == 100
 
     # A slow release: abort it from the CLI; the baseline is back and the run says so.
-    assert (
-        runner.invoke(
-            app,
-            [
-                "weights",
-                "set",
-                "--namespace",
-                sb.namespace,
-                "--app",
-                sb.app,
-                "--kubeconfig",
-                str(sb.kubeconfig),
-                "v1=100",
-                "v2=0",
-                "v3=0",
-            ],
-        ).exit_code
-        == 0
-    )
+    back_to_v1(sb)
     slow = Background(
         lambda: runner.invoke(app, start_args(sb, "v2", "--local", "--step", "10", "--interval", "3"))
     )
@@ -220,25 +190,7 @@ def test_prefect_deployment_run_watch_is_a_ci_gate(
         promoted = run("v2")
         assert promoted.returncode == 0, promoted.stdout + promoted.stderr
         assert "Promoted" in promoted.stdout
-        assert (
-            runner.invoke(
-                app,
-                [
-                    "weights",
-                    "set",
-                    "--namespace",
-                    sb.namespace,
-                    "--app",
-                    sb.app,
-                    "--kubeconfig",
-                    str(sb.kubeconfig),
-                    "v1=100",
-                    "v2=0",
-                    "v3=0",
-                ],
-            ).exit_code
-            == 0
-        )
+        back_to_v1(sb)
         rolled = run("v3")
         assert rolled.returncode != 0, rolled.stdout + rolled.stderr
         assert "RolledBack" in rolled.stdout
