@@ -31,7 +31,7 @@ from lamia_core.conditions import compile_condition
 from lamia_core.engine import Decision, Observation, ReleaseSpec, ReleaseState, abort, decide, start
 from lamia_core.errors import InvalidInput, TemporaryError
 from lamia_core.lease import Lease
-from lamia_core.models import Application, Gateway, Route, Weights
+from lamia_core.models import DEFAULT_ROUTE, Application, Gateway, Route, Weights
 from tasks.kubernetes import apply_gateway, apply_weights, discover_application, read_gateway
 from tasks.prometheus import observe_metrics
 
@@ -223,7 +223,14 @@ def canary_release(params: ReleaseParameters) -> State:
     slack = params.slack.resolve() if params.slack else None
     history = ReleaseHistory(params.namespace, params.app, "canary-release", params.baseline, params.target)
 
-    lease = Lease.new(run_id, run_name, "canary-release", params.target)
+    lease = Lease.new(
+        run_id,
+        run_name,
+        "canary-release",
+        params.target,
+        baseline=params.baseline,
+        route=CANARY_ROUTE if match else DEFAULT_ROUTE,
+    )
     with exclusive_release(params.kubernetes, application, lease, wait_seconds=params.lock_wait_seconds):
         gateway, route, must_write = _prepare_gateway(params, application, match)
         spec = release_spec(params, application, gateway, route)

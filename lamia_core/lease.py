@@ -35,16 +35,28 @@ class Lease(BaseModel):
     kind: str = "canary-release"
     since: str = ""
     target: str | None = None
+    baseline: str | None = None
+    """What to put back at 100% if the holder dies without doing it (``lamia release abort``)."""
+    route: str | None = None
 
     @classmethod
     def new(
-        cls, holder: str, name: str = "", kind: str = "canary-release", target: str | None = None
+        cls,
+        holder: str,
+        name: str = "",
+        kind: str = "canary-release",
+        target: str | None = None,
+        *,
+        baseline: str | None = None,
+        route: str | None = None,
     ) -> Lease:
         return cls(
             holder=holder,
             name=name,
             kind=kind,
             target=target,
+            baseline=baseline,
+            route=route,
             since=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
 

@@ -125,7 +125,9 @@ def test_status_abort_and_approve_a_running_release(prefect_server: Any, fresh_g
         lambda: runner.invoke(app, start_args(sb, "v2", "--local", "--step", "10", "--interval", "3"))
     )
     wait_until(lambda: routes(sb)["default"]["v2"] > 0, what="the first step")
-    aborted = runner.invoke(app, ["release", "abort", sb.app, "-n", sb.namespace])
+    aborted = runner.invoke(
+        app, ["release", "abort", sb.app, "-n", sb.namespace, "--kubeconfig", str(sb.kubeconfig)]
+    )
     assert aborted.exit_code == 0, aborted.output
     assert slow.join().exit_code == 1
     assert routes(sb)["default"] == {"v1": 100, "v2": 0, "v3": 0}
@@ -203,3 +205,56 @@ def test_prefect_deployment_run_watch_is_a_ci_gate(
             os.killpg(serve.pid, signal.SIGKILL)
             serve.wait()
         time.sleep(0.1)
+
+
+def test_abort_recovers_a_release_whose_process_is_gone(prefect_server: Any, fresh_gateway: Sandbox) -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    from flows._history import app_tag
+    from lamia_core.istio import virtual_service_name
+    from lamia_core.kube import KubeAdapter
+    from lamia_core.lease import Lease, take_lease
+    from lamia_core.models import Weights
+
+    sb = fresh_gateway
+
+    @flow(name="canary-release")
+    def killed() -> None:
+        """Stands for a release whose worker was killed: Running on the server, no process."""
+
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(killed, tags=["lamia", app_tag(sb.namespace, sb.app)], state=Running())
+    lease = Lease.new(str(run.id), run.name, "canary-release", "v2", baseline="v1", route="default")
+    with KubeAdapter(sb.kube) as adapter:
+        application = adapter.discover_application(sb.namespace, sb.app)
+        adapter.set_weights(application, Weights({"v1": 70, "v2": 30, "v3": 0}))
+        adapter.update_object(
+            "VirtualService",
+            sb.namespace,
+            virtual_service_name(application),
+            lambda obj: take_lease(obj or {}, lease, app=sb.app),
+        )
+
+    result = runner.invoke(
+        app,
+        [
+            "release",
+            "abort",
+            sb.app,
+            "-n",
+            sb.namespace,
+            "--timeout",
+            "2",
+            "--kubeconfig",
+            str(sb.kubeconfig),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "put v1 back at 100%" in result.stdout
+    assert routes(sb)["default"] == {"v1": 100, "v2": 0, "v3": 0}
+    assert lease_of(vs(sb)) is None
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run.id).state
+    assert state is not None and state.is_cancelled()

@@ -249,11 +249,25 @@ def status(
 def abort_cmd(
     app_name: str = typer.Argument(..., metavar="APP"),
     namespace: str = NamespaceOpt,
-    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until the baseline is back"),
+    timeout: float = typer.Option(
+        60.0, "--timeout", help="Seconds to wait for the run to restore the baseline itself"
+    ),
+    kubeconfig: str | None = KubeconfigOpt,
+    context: str | None = ContextOpt,
 ) -> None:
-    """Cancel the running release of APP: the flow puts the baseline back at 100%."""
+    """Cancel the running release of APP; the baseline goes back to 100%.
+
+    The run restores the baseline itself and gives back its lease. A run whose
+    process is gone (a killed worker) cannot: when the lease still names it
+    after --timeout, this command restores the baseline recorded in the lease,
+    drops the lease and marks the run cancelled.
+    """
     from prefect.client.orchestration import get_client
-    from prefect.states import Cancelling
+    from prefect.states import Cancelled, Cancelling
+
+    from lamia_core.istio import virtual_service_name
+    from lamia_core.lease import drop_lease
+    from lamia_core.models import Weights
 
     run = _running(namespace, app_name)
     with get_client(sync_client=True) as client:
@@ -261,9 +275,40 @@ def abort_cmd(
             run.id, Cancelling(message="aborted with `lamia release abort`"), force=True
         )
     print(f"cancelling flow run {run.name} ({run.id})")
-    if wait:
-        state = _wait_for(run.id)
-        print(f"{run.name}: {state.name}" + (f" - {state.message}" if state.message else ""))
+
+    adapter = KubeAdapter(KubeConfig(kubeconfig=kubeconfig, context=context))
+    application = adapter.discover_application(namespace, app_name)
+    vs_name = virtual_service_name(application)
+
+    def held() -> Any:
+        lease = lease_of(adapter.get_object("VirtualService", namespace, vs_name))
+        return lease if lease is not None and lease.holder == str(run.id) else None
+
+    deadline = time.monotonic() + timeout
+    while (lease := held()) is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if lease is None:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run.id).state
+        print(
+            f"{run.name}: {state.name if state else '?'}"
+            + (f" - {state.message}" if state and state.message else "")
+        )
+        return
+    if not lease.baseline:
+        raise fail(
+            f"flow run {run.name} did not stop within {timeout:g} s and its lease names no baseline: "
+            "set the weights by hand (lamia weights set) and try again"
+        )
+    weights = Weights.all_on(lease.baseline, application.version_names)
+    adapter.set_weights(application, weights, route=lease.route or "default")
+    adapter.update_object(
+        "VirtualService", namespace, vs_name, lambda vs: None if vs is None else drop_lease(vs, lease.holder)
+    )
+    reason = f"its process did not answer; lamia release abort put {lease.baseline} back at 100%"
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run.id, Cancelled(message=reason), force=True)
+    print(f"{run.name}: {reason} (route {lease.route or 'default'}: {weights})")
 
 
 @release_app.command("approve")
