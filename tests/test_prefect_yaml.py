@@ -1,0 +1,62 @@
+"""prefect.yaml deploys as written: `prefect deploy --all` against a real Prefect server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def test_prefect_deploy_all_creates_the_deployments(prefect_server: Any) -> None:
+    from prefect.client.orchestration import get_client
+
+    env = {**os.environ, **prefect_server.env(), "PREFECT_CLI_PROMPT": "false"}
+    declared = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    pool = {d["work_pool"]["name"] for d in declared["deployments"]}
+    assert pool == {"lamia-local"}
+    created = subprocess.run(
+        [PREFECT, "work-pool", "create", "lamia-local", "--type", "process", "--overwrite"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    deployed = subprocess.run(
+        [PREFECT, "--no-prompt", "deploy", "--all"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+
+    with get_client(sync_client=True) as client:
+        found = {}
+        for d in declared["deployments"]:
+            flow_name = {
+                "flows/release.py:canary_release": "canary-release",
+                "flows/manual.py:set_weights": "set-weights",
+                "flows/manual.py:apply_route_flow": "apply-route",
+            }[d["entrypoint"]]
+            found[d["name"]] = client.read_deployment_by_name(f"{flow_name}/{d['name']}")
+    assert set(found) == {"canary-release", "nightly-canary", "set-weights", "apply-route"}
+    release = found["canary-release"]
+    assert "params" in release.parameter_openapi_schema["properties"], "the UI renders the parameters"
+    definitions = release.parameter_openapi_schema.get("definitions", {})
+    assert {"ReleaseParameters", "HealthPolicy", "CustomPolicy"} <= set(definitions)
+    nightly = found["nightly-canary"]
+    assert nightly.schedules and not nightly.schedules[0].active, "the scheduled example is inactive"
+    assert nightly.parameters["params"]["target"] == "v2"
