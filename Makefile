@@ -26,7 +26,7 @@ system-packages:
 	@missing=""; for need in $(APT_NEEDS); do \
 	  [ -e "$${need#*:}" ] || missing="$$missing $${need%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
+	  echo "installing Debian packages:$$missing" >&2; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
@@ -36,7 +36,23 @@ lint: venv
 
 typecheck: venv
 	$(VENV)/bin/mypy lamia_core
-	$(VENV)/bin/mypy tasks flows lamia_sandbox
+	$(VENV)/bin/mypy tasks flows lamia_sandbox scripts
+
+# The whole release on this machine, with the Prefect UI: JSON=1 prints one JSON report on stdout,
+# KEEP=1 keeps the Prefect UI (and the sandbox) up until Ctrl-C. It needs Prometheus only.
+# With JSON=1 stdout carries the report only, so make echoes no command (even on a first run).
+ifdef JSON
+.SILENT:
+endif
+demo: APT_NEEDS := prometheus:/usr/bin/prometheus
+demo: venv system-packages
+	$(VENV)/bin/lamia demo $(if $(JSON),--json) $(if $(KEEP),--keep)
+
+# What a person sees: the demo's step tables rendered by the Prefect UI in headless Chromium,
+# saved as screenshots/steps-table.png. Needs chromium, so it is not part of `make test`.
+ui-check: APT_NEEDS := prometheus:/usr/bin/prometheus chromium:/usr/bin/chromium
+ui-check: venv system-packages
+	$(PY) scripts/ui_check.py
 
 pytest: venv system-packages
 	$(PY) -m pytest $(PYTEST_ARGS)
