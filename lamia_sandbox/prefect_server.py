@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -234,6 +235,41 @@ def _tail(path: Path, lines: int = 30) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     return "(no log)"
+
+
+
+def _drain_prefect_workers() -> None:
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    # Logs and events are sent by background workers: flushed before the server goes (or the
+    # settings change), nothing is lost and no worker retries against a closed port at exit.
+    APILogWorker.drain_all(timeout=10, at_exit=False)
+    EventsWorker.drain_all(timeout=10, at_exit=False)
+
+
+@contextlib.contextmanager
+def client_settings(settings: Mapping[str, str]) -> Iterator[None]:
+    """Point this process's Prefect client at a server (os.environ and Prefect's global settings)."""
+    import prefect.context
+
+    keys = set(settings) | set(CLIENT_SETTINGS)
+    saved = {k: os.environ.get(k) for k in keys}
+    _drain_prefect_workers()
+    for k in keys:
+        os.environ.pop(k, None)
+    os.environ.update(settings)
+    prefect.context.refresh_global_settings_context()
+    try:
+        yield
+    finally:
+        _drain_prefect_workers()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        prefect.context.refresh_global_settings_context()
 
 
 def main(argv: list[str] | None = None) -> None:
