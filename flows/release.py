@@ -32,7 +32,13 @@ from lamia_core.engine import Decision, Observation, ReleaseSpec, ReleaseState, 
 from lamia_core.errors import InvalidInput, TemporaryError
 from lamia_core.lease import Lease
 from lamia_core.models import DEFAULT_ROUTE, Application, Gateway, Route, Weights
-from tasks.kubernetes import apply_gateway, apply_weights, discover_application, read_gateway
+from tasks.kubernetes import (
+    apply_gateway,
+    apply_weights,
+    discover_application,
+    raise_no_gateway,
+    read_gateway,
+)
 from tasks.prometheus import observe_metrics
 
 #: Name of the route a conditional release shifts.
@@ -109,16 +115,17 @@ def release_spec(
 def _prepare_gateway(
     params: ReleaseParameters, application: Application, match: list[dict[str, Any]] | None
 ) -> tuple[Gateway, str, bool]:
-    """The gateway to release on, the route to shift, and whether it must be written first."""
+    """The gateway to release on, the route to shift, and whether it must be written first.
+
+    The gateway exists (the lease lives on its VirtualService); a conditional
+    release adds its own route, starting with everything on the baseline.
+    """
     gateway = read_gateway(params.kubernetes, application)
-    baseline_only = Weights.all_on(params.baseline, application.version_names)
     if gateway is None:
-        gateway = Gateway(application=application, routes=(Route(weights=baseline_only),))
-        changed = True
-    else:
-        changed = False
+        raise_no_gateway(application)
     if match is None:
-        return gateway, gateway.default_route.name, changed
+        return gateway, gateway.default_route.name, False
+    baseline_only = Weights.all_on(params.baseline, application.version_names)
     canary = Route(name=CANARY_ROUTE, condition=params.condition, match=tuple(match), weights=baseline_only)
     return gateway.with_route(canary), CANARY_ROUTE, True
 

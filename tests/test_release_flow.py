@@ -306,3 +306,17 @@ def test_approval_gates_promotion(prefect_server: Any, fresh_gateway: Sandbox) -
     state = run.join()
     assert state.name == "Promoted", state.message
     assert routes(sb)["default"]["v2"] == 100
+
+
+def test_an_app_without_a_gateway_is_refused_with_the_command_that_makes_one(
+    prefect_server: Any, fresh_gateway: Sandbox
+) -> None:
+    from lamia_sandbox.seed import seed_application
+
+    sb = fresh_gateway
+    seed_application(sb.emulator, sb.namespace, "ratings", ["v1", "v2"])
+    writes = len([r for r in sb.emulator.requests if r[0] in ("POST", "PUT", "PATCH", "DELETE")])
+    state = canary_release(params(sb, "v2").model_copy(update={"app": "ratings"}), return_state=True)
+    assert state.is_failed()
+    assert "no gateway yet" in (state.message or "") and "lamia gateway apply" in (state.message or "")
+    assert len([r for r in sb.emulator.requests if r[0] in ("POST", "PUT", "PATCH", "DELETE")]) == writes
