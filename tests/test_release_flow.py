@@ -193,7 +193,7 @@ def test_unhealthy_target_is_rolled_back_at_the_first_check_that_sees_its_errors
     rows = artifacts(flow_run_id(state))["table"].data
     rows = rows if isinstance(rows, list) else __import__("json").loads(rows)
     # v3 gets traffic at the first step; the next check (one interval later) sees
-    # its 30% errors and rolls back: no step in between.
+    # its errors (half its requests) and rolls back: no step in between.
     assert [r["decision"] for r in rows] == ["set_weights", "rollback"]
     assert "v3" in rows[1]["evidence"] and "missed" in rows[1]["evidence"]
     assert rows[1]["elapsed_s"] - rows[0]["elapsed_s"] < 2 * INTERVAL + 1.0
