@@ -3,6 +3,7 @@ emulator, the traffic simulator, Prometheus and the fake Slack server."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -116,6 +117,12 @@ def artifacts(run_id: UUID) -> dict[str, Any]:
     return latest
 
 
+def table_rows(artifact: Any) -> list[dict[str, Any]]:
+    """A table artifact's rows (the API returns them as JSON text)."""
+    data = artifact.data
+    return data if isinstance(data, list) else json.loads(data)
+
+
 def events(app_resource: str, run_id: UUID, timeout: float = 30.0) -> list[str]:
     EventsWorker.drain_all(timeout=10)
     names: list[str] = []
@@ -158,8 +165,7 @@ def test_healthy_target_is_promoted_with_history_and_slack_thread(
     found = artifacts(run_id)
     assert set(found) >= {"progress", "table", "markdown"}
     assert found["progress"].data == 100.0
-    rows = found["table"].data
-    rows = rows if isinstance(rows, list) else __import__("json").loads(rows)
+    rows = table_rows(found["table"])
     assert [r["decision"] for r in rows] == ["set_weights", "set_weights", "promote"]
     assert "v2=50" in rows[0]["weights"] and "v2=100" in rows[-1]["weights"]
     assert ">= 0.8" in rows[1]["evidence"], "each step shows the threshold it met"
@@ -190,8 +196,7 @@ def test_unhealthy_target_is_rolled_back_at_the_first_check_that_sees_its_errors
     assert state.name == "RolledBack", state.message
     assert state.is_failed(), "a CI gate on this run fails"
     assert routes(sb) == {"default": {"v1": 100, "v2": 0, "v3": 0}}
-    rows = artifacts(flow_run_id(state))["table"].data
-    rows = rows if isinstance(rows, list) else __import__("json").loads(rows)
+    rows = table_rows(artifacts(flow_run_id(state))["table"])
     # v3 gets traffic at the first step; the next check (one interval later) sees
     # its errors (half its requests) and rolls back: no step in between.
     assert [r["decision"] for r in rows] == ["set_weights", "rollback"]
