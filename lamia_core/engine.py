@@ -26,7 +26,9 @@ Semantics (the defaults are those of the policies, :mod:`lamia_core.policies`):
   never taking a candidate below one step, so that it keeps getting traffic
   to be judged on. At ``failure_limit`` failures (consecutive or total)
   the release rolls back: baseline 100.
-- No data holds, or with ``no_data="fail"`` counts a failure without moving.
+- No data holds, or with ``no_data="fail"`` counts a failure without moving. A hold
+  that would leave the weights unchanged for longer than ``progress_deadline`` (when
+  set) rolls back instead, so a release without traffic does not wait forever.
 - Terminal phases (promoted, rolled_back, held) answer ``finish`` forever;
   rollback and abort always leave the baseline at 100: a gateway is never left
   half-shifted unless the user asked for a hold.
@@ -421,6 +423,12 @@ def _failure(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdic
 
 
 def _hold(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdict, what: str) -> Decision:
+    deadline = spec.policy.progress_deadline
+    stalled = now - state.last_change_at
+    if deadline is not None and stalled >= deadline:
+        reason = (f"{verdict.reason}; no weight change for {stalled:g} s, past the progress deadline of "
+                  f"{deadline:g} s: rolling back to {spec.baseline}")
+        return _rollback(spec, state, now, reason, verdict.evidence)
     nxt = state.model_copy(update={"next_check_at": now + spec.policy.interval})
     return _decision("hold", None, f"{verdict.reason}; {what}", verdict, nxt, nxt.next_check_at)
 

@@ -144,6 +144,12 @@ class _Policy(BaseModel):
         description="Highest weight (percent) the release gives the target. Below 100, the target stops "
         "there and the final action decides what happens next.",
     )
+    progress_deadline: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds a release may go without changing weights (holding for lack of data or "
+        "traffic) before it rolls back to the baseline. Empty: hold for as long as it takes.",
+    )
     final_action: Literal["promote", "hold"] = Field(
         "promote",
         description="What to do once the target has held max weight for one more interval (and, for "

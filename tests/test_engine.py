@@ -236,6 +236,21 @@ def test_no_data_holds_by_default() -> None:
     assert "not enough data" in last(log).reason
 
 
+def test_progress_deadline_rolls_back_a_release_that_cannot_move() -> None:
+    log = run(spec({"kind": "health", "progress_deadline": 35}), World({}, rps=0))
+    # Started at T0 with one step; holds at T0+10, +20, +30; at +40 the weights would have
+    # stood still for 40 s, past the 35 s deadline.
+    assert actions(log) == ["set_weights", "hold", "hold", "hold", "rollback"]
+    assert log[-1][0] - T0 == 40
+    assert "progress deadline of 35 s" in last(log).reason
+    assert last(log).state.weights == Weights({"v1": 100, "v2": 0})
+
+
+def test_progress_deadline_does_not_touch_a_release_that_moves() -> None:
+    log = run(spec({"kind": "health", "progress_deadline": 15}), World({"v2": 1.0}))
+    assert actions(log)[-1] == "promote" and "hold" not in actions(log)
+
+
 def test_no_data_can_count_as_failure() -> None:
     log = run(spec({"kind": "health", "no_data": "fail"}), World({}, rps=0))
     assert actions(log) == ["set_weights", "hold", "hold", "rollback"]

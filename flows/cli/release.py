@@ -77,6 +77,9 @@ def start(
     interval: float | None = typer.Option(None, "--interval", help="Seconds between steps (default 10)"),
     max_weight: int | None = typer.Option(None, "--max-weight", help="Highest weight of the target"),
     final_action: str | None = typer.Option(None, "--final-action", help="promote or hold at max weight"),
+    progress_deadline: float | None = typer.Option(
+        None, "--progress-deadline", help="Roll back after this many seconds without a weight change"
+    ),
     window: str | None = typer.Option(None, "--window", help="Prometheus query window (default 1m)"),
     min_requests: int | None = typer.Option(None, "--min-requests", help="Requests needed for a verdict"),
     no_data: str | None = typer.Option(None, "--no-data", help="hold or fail"),
@@ -113,6 +116,7 @@ def start(
         "interval": interval,
         "max_weight": max_weight,
         "final_action": final_action,
+        "progress_deadline": progress_deadline,
         "window": window,
         "min_requests": min_requests,
         "no_data": no_data,
