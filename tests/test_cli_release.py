@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from lamia_core.lease import lease_of
 from lamia_sandbox.sandbox import Sandbox
-from tests.test_release_flow import Background, routes, vs, wait_until
+from tests.test_release_flow import routes, vs, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -102,8 +102,16 @@ def test_status_abort_and_approve_a_running_release(prefect_server: Any, fresh_g
     nothing = runner.invoke(app, ["release", "abort", sb.app, "-n", sb.namespace])
     assert nothing.exit_code == 2 and "is running" in nothing.stderr
 
+    # The releases run as `lamia` processes of their own, as a second person's would:
+    # CliRunner swaps sys.stdout, so two of its invocations cannot overlap in one process.
+    env = {**os.environ, **prefect_server.env(), "PREFECT_LOGGING_LEVEL": "WARNING"}
+
+    def lamia(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([LAMIA, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+
     # A release that waits for approval: approve it from the CLI.
-    waiting = Background(lambda: runner.invoke(app, start_args(sb, "v2", "--local", "--approval")))
+    waiting = lamia(*start_args(sb, "v2", "--local", "--approval"))
     wait_until(lambda: lease_of(vs(sb)) is not None, what="the lease")
 
     def paused() -> bool:
@@ -116,20 +124,21 @@ def test_status_abort_and_approve_a_running_release(prefect_server: Any, fresh_g
     wait_until(paused, 60, "the pause for approval")
     approved = runner.invoke(app, ["release", "approve", sb.app, "-n", sb.namespace, "--comment", "ok"])
     assert approved.exit_code == 0, approved.output
-    assert waiting.join().exit_code == 0
+    out, _ = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, out
     assert routes(sb)["default"]["v2"] == 100
 
     # A slow release: abort it from the CLI; the baseline is back and the run says so.
     back_to_v1(sb)
-    slow = Background(
-        lambda: runner.invoke(app, start_args(sb, "v2", "--local", "--step", "10", "--interval", "3"))
-    )
+    slow = lamia(*start_args(sb, "v2", "--local", "--step", "10", "--interval", "3"))
     wait_until(lambda: routes(sb)["default"]["v2"] > 0, what="the first step")
     aborted = runner.invoke(
         app, ["release", "abort", sb.app, "-n", sb.namespace, "--kubeconfig", str(sb.kubeconfig)]
     )
     assert aborted.exit_code == 0, aborted.output
-    assert slow.join().exit_code == 1
+    out, _ = slow.communicate(timeout=120)
+    assert slow.returncode == 1, out
+    assert "Cancelled" in out
     assert routes(sb)["default"] == {"v1": 100, "v2": 0, "v3": 0}
 
 
