@@ -3,8 +3,11 @@
 Whatever happens after the first change to the gateway, the run ends with the
 gateway in a state the user asked for: promoted (target at 100%), rolled back
 (baseline at 100%) or, with a policy whose final action is ``hold``, held where
-the policy stopped. An exception, a cancellation or a crash on the way puts
-the baseline back at 100% and says so in the logs, in Slack and in an event.
+the policy stopped. An exception or a cancellation on the way puts the
+baseline back at 100% and says so in the logs, in Slack and in an event. A run
+whose process is killed outright cannot; its lease on the VirtualService keeps
+other releases out and records the baseline, which ``lamia release abort`` puts
+back.
 """
 
 from __future__ import annotations
