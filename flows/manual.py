@@ -6,6 +6,9 @@ a person's change never races a running release and shows up beside it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.states import Completed
@@ -13,11 +16,11 @@ from prefect.states import Completed
 from flows._guard import exclusive_release
 from flows._history import ReleaseHistory, current_run
 from flows._notify import ReleaseThread
-from flows.params import RouteParameters, WeightsParameters
+from flows.params import RouteParameters, Target, WeightsParameters
 from lamia_core.conditions import compile_condition
 from lamia_core.errors import InvalidInput
 from lamia_core.lease import Lease
-from lamia_core.models import Gateway, Route, Weights
+from lamia_core.models import Application, Gateway, Route, Weights
 from tasks.kubernetes import (
     apply_gateway,
     apply_weights,
@@ -35,29 +38,33 @@ def _checked_weights(raw: dict[str, int], versions: list[str]) -> Weights:
     return weights
 
 
+@contextlib.contextmanager
+def _manual_change(
+    params: Target, application: Application, kind: str
+) -> Iterator[tuple[Gateway, ReleaseHistory, ReleaseThread]]:
+    """Hold the app's lock and lease for one manual change; yields the gateway as it is now."""
+    run_id, run_name = current_run()
+    history = ReleaseHistory(params.namespace, params.app, kind)
+    thread = ReleaseThread(params.slack.resolve() if params.slack else None)
+    lease = Lease.new(run_id, run_name, kind)
+    with exclusive_release(params.kubernetes, application, lease, wait_seconds=params.lock_wait_seconds):
+        gateway = read_gateway(params.kubernetes, application)
+        if gateway is None:
+            # The lease lives on the VirtualService, and which version everyone else
+            # gets is not ours to guess: the gateway is made by `lamia gateway apply`.
+            raise_no_gateway(application)
+        yield gateway, history, thread
+
+
 @flow(name="set-weights", persist_result=False)
 def set_weights(params: WeightsParameters) -> State:
     """Set one route's weights by hand."""
     logger = get_run_logger()
     application = discover_application(params.kubernetes, params.namespace, params.app)
     weights = _checked_weights(params.weights, application.version_names)
-    run_id, run_name = current_run()
-    history = ReleaseHistory(params.namespace, params.app, "set-weights")
-    thread = ReleaseThread(params.slack.resolve() if params.slack else None)
-    with exclusive_release(
-        params.kubernetes,
-        application,
-        Lease.new(run_id, run_name, "set-weights"),
-        wait_seconds=params.lock_wait_seconds,
-    ):
-        gateway = read_gateway(params.kubernetes, application)
-        if gateway is None:
-            apply_gateway(
-                params.kubernetes, Gateway(application=application, routes=(Route(weights=weights),))
-            )
-        else:
-            gateway.route(params.route)  # InvalidInput when the route does not exist
-            apply_weights(params.kubernetes, application, weights, params.route)
+    with _manual_change(params, application, "set-weights") as (gateway, history, thread):
+        gateway.route(params.route)  # InvalidInput when the route does not exist
+        apply_weights(params.kubernetes, application, weights, params.route)
         history.started(weights.as_dict(), {"route": params.route})
         reason = f"weights of route {params.route!r} set by hand"
         history.finished("applied", weights.as_dict(), reason)
@@ -73,21 +80,8 @@ def apply_route_flow(params: RouteParameters) -> State:
     application = discover_application(params.kubernetes, params.namespace, params.app)
     weights = _checked_weights(params.weights, application.version_names)
     route = Route(name=params.route, condition=params.condition, match=tuple(match), weights=weights)
-    run_id, run_name = current_run()
-    history = ReleaseHistory(params.namespace, params.app, "apply-route")
-    thread = ReleaseThread(params.slack.resolve() if params.slack else None)
-    with exclusive_release(
-        params.kubernetes,
-        application,
-        Lease.new(run_id, run_name, "apply-route"),
-        wait_seconds=params.lock_wait_seconds,
-    ):
-        gateway = read_gateway(params.kubernetes, application)
-        if gateway is None:
-            # Which version everyone else gets is not ours to guess.
-            raise_no_gateway(application)
-        gateway = gateway.with_route(route)
-        apply_gateway(params.kubernetes, gateway)
+    with _manual_change(params, application, "apply-route") as (gateway, history, thread):
+        apply_gateway(params.kubernetes, gateway.with_route(route))
         history.started(weights.as_dict(), {"route": params.route, "condition": params.condition})
         reason = f"route {params.route!r} for {params.condition}"
         history.finished("applied", weights.as_dict(), reason)

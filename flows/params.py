@@ -66,6 +66,9 @@ class Target(BaseModel):
     app: str = Field(description="Value of the `app` label shared by the application's Deployments")
     kubernetes: KubeConfig = Field(default_factory=KubeConfig, description="How to reach the cluster")
     slack: SlackSettings | None = Field(None, description="Slack notifications (none when empty)")
+    lock_wait_seconds: float = Field(
+        30.0, ge=0, description="How long to wait for the app's release slot when no run holds its lease"
+    )
 
 
 class ReleaseParameters(Target):
@@ -89,9 +92,6 @@ class ReleaseParameters(Target):
     )
     approval: bool = Field(False, description="Wait for a person's approval before promoting to 100%")
     approval_timeout_seconds: int = Field(3600, ge=1, description="Roll back when nobody approves in time")
-    lock_wait_seconds: float = Field(
-        30.0, ge=0, description="How long to wait for the app's release slot when no run holds its lease"
-    )
 
 
 class WeightsParameters(Target):
@@ -99,7 +99,6 @@ class WeightsParameters(Target):
 
     weights: dict[str, int] = Field(description="Weight per version, integers summing to 100")
     route: str = Field("default", description="Route whose weights to set")
-    lock_wait_seconds: float = Field(30.0, ge=0)
 
 
 class RouteParameters(Target):
@@ -108,4 +107,3 @@ class RouteParameters(Target):
     condition: str = Field(description='e.g. header "User-Agent" regex "^.*(Chrome).*$"')
     weights: dict[str, int] = Field(description="Weights for the matching requests")
     route: str = Field("condition", description="Name of the route (Lamia names it lamia-<route>)")
-    lock_wait_seconds: float = Field(30.0, ge=0)
