@@ -52,7 +52,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lamia_core.errors import InvalidInput
-from lamia_core.models import DEFAULT_ROUTE, Weights, check_dns_label, check_label_value
+from lamia_core.models import (
+    DEFAULT_ROUTE,
+    AppName,
+    NamespaceName,
+    RouteName,
+    VersionName,
+    Weights,
+    check_label_value,
+)
 from lamia_core.policies import (
     Evidence,
     MetricPolicy,
@@ -85,10 +93,12 @@ class _Frozen(BaseModel):
 class ReleaseSpec(_Frozen):
     """What to release and how: the flow's input."""
 
-    namespace: str = Field(description="Namespace of the application.")
-    app: str = Field(description="The application: value of the Deployments' 'app' label.")
-    baseline: str = Field(description="Version that serves traffic now and gets it all back on rollback.")
-    target: str = Field(description="Version being released.")
+    namespace: NamespaceName = Field(description="Namespace of the application.")
+    app: AppName = Field(description="The application: value of the Deployments' 'app' label.")
+    baseline: VersionName = Field(
+        description="Version that serves traffic now and gets it all back on rollback."
+    )
+    target: VersionName = Field(description="Version being released.")
     versions: tuple[str, ...] = Field(
         (),
         description="Every version in the route (baseline and target among them); empty means just the "
@@ -96,7 +106,7 @@ class ReleaseSpec(_Frozen):
         "than baseline and target at weight 0.",
     )
     policy: Policy = Field(description="How the release moves traffic; 'kind' selects the policy.")
-    route: str = Field(DEFAULT_ROUTE, description="Gateway route whose weights the release moves.")
+    route: RouteName = Field(DEFAULT_ROUTE, description="Gateway route whose weights the release moves.")
     initial_weights: dict[str, int] | None = Field(
         None,
         description="Weights the route has when the release starts; default: all traffic on the baseline.",
@@ -109,26 +119,6 @@ class ReleaseSpec(_Frozen):
             # dict.fromkeys: baseline == target is reported as such, not as a repeated version.
             data = {**data, "versions": tuple(dict.fromkeys((data["baseline"], data["target"])))}
         return data
-
-    @field_validator("namespace")
-    @classmethod
-    def _ns(cls, v: str) -> str:
-        return check_dns_label("namespace", v)
-
-    @field_validator("app")
-    @classmethod
-    def _app(cls, v: str) -> str:
-        return check_label_value("application", v)
-
-    @field_validator("route")
-    @classmethod
-    def _route(cls, v: str) -> str:
-        return check_dns_label("route name", v)
-
-    @field_validator("baseline", "target")
-    @classmethod
-    def _version(cls, v: str) -> str:
-        return check_label_value("version", v)
 
     @field_validator("versions")
     @classmethod

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from lamia_core.errors import InvalidInput, WeightsError
 
@@ -47,6 +47,13 @@ def check_dns_label(kind: str, value: str) -> str:
     return value
 
 
+#: Field types that validate as Kubernetes does, with Lamia's error naming the field's role.
+NamespaceName = Annotated[str, AfterValidator(lambda v: check_dns_label("namespace", v))]
+AppName = Annotated[str, AfterValidator(lambda v: check_label_value("application", v))]
+VersionName = Annotated[str, AfterValidator(lambda v: check_label_value("version", v))]
+RouteName = Annotated[str, AfterValidator(lambda v: check_dns_label("route name", v))]
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -54,33 +61,18 @@ class _Frozen(BaseModel):
 class Version(_Frozen):
     """One version of an application: the Deployment labelled ``version=<name>``."""
 
-    name: str
+    name: VersionName
     deployment: str
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_label_value("version", v)
 
 
 class Application(_Frozen):
     """Deployments sharing the label ``app=<name>`` in a namespace."""
 
-    namespace: str
-    name: str
+    namespace: NamespaceName
+    name: AppName
     versions: tuple[Version, ...] = ()
     #: The Kubernetes Service in front of the app; by convention named like the app.
     service: str | None = None
-
-    @field_validator("namespace")
-    @classmethod
-    def _ns(cls, v: str) -> str:
-        return check_dns_label("namespace", v)
-
-    @field_validator("name")
-    @classmethod
-    def _app(cls, v: str) -> str:
-        return check_label_value("application", v)
 
     @property
     def service_name(self) -> str:
@@ -199,15 +191,10 @@ class Route(_Frozen):
     default route and must come last.
     """
 
-    name: str = DEFAULT_ROUTE
+    name: RouteName = DEFAULT_ROUTE
     condition: str | None = None
     match: tuple[dict[str, Any], ...] | None = None
     weights: Weights
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_dns_label("route name", v)
 
     @property
     def istio_name(self) -> str:
