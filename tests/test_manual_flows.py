@@ -8,10 +8,9 @@ import pytest
 
 from flows.manual import apply_route_flow, set_weights
 from flows.params import RouteParameters, WeightsParameters
-from flows.release import canary_release
 from lamia_core.lease import lease_of
 from lamia_sandbox.sandbox import Sandbox
-from tests.test_release_flow import Background, params, routes, vs, wait_until
+from tests.test_release_flow import cancel, release_in_background, routes, vs
 
 pytestmark = pytest.mark.integration
 
@@ -71,12 +70,7 @@ def test_manual_change_waits_for_no_one_while_a_release_runs(
     prefect_server: Any, fresh_gateway: Sandbox
 ) -> None:
     sb = fresh_gateway
-    release = Background(
-        lambda: canary_release(params(sb, "v2", policy={"step": 10, "interval": 3.0}), return_state=True)
-    )
-    wait_until(lambda: lease_of(vs(sb)) is not None, what="the release's lease")
-    holder = lease_of(vs(sb))
-    assert holder is not None
+    release, holder = release_in_background(sb)
     refused = set_weights(
         WeightsParameters(
             namespace=sb.namespace, app=sb.app, kubernetes=sb.kube, weights={"v1": 0, "v2": 0, "v3": 100}
@@ -86,11 +80,5 @@ def test_manual_change_waits_for_no_one_while_a_release_runs(
     assert refused.is_failed() and holder.name in (refused.message or "")
     assert routes(sb)["default"]["v3"] == 0
 
-    from uuid import UUID
-
-    from prefect.client.orchestration import get_client
-    from prefect.states import Cancelling
-
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(UUID(holder.holder), Cancelling(message="test over"), force=True)
+    cancel(holder)
     assert release.join().is_cancelled()

@@ -21,7 +21,7 @@ from flows.params import ReleaseParameters, SlackSettings
 from flows.release import canary_release
 from lamia_core.istio import virtual_service_name
 from lamia_core.kube import KubeAdapter
-from lamia_core.lease import lease_of
+from lamia_core.lease import Lease, lease_of
 from lamia_core.policies import HealthPolicy
 from lamia_sandbox.fake_slack import DEFAULT_TOKEN, FakeSlack
 from lamia_sandbox.sandbox import Sandbox
@@ -207,16 +207,29 @@ def test_unhealthy_target_is_rolled_back_at_the_first_check_that_sees_its_errors
     assert events(f"lamia.app.{sb.namespace}.{sb.app}", flow_run_id(state))[-1] == "lamia.release.rolled-back"
 
 
-def test_cancelled_release_puts_the_baseline_back(prefect_server: Any, fresh_gateway: Sandbox) -> None:
-    sb = fresh_gateway
-    run = Background(
-        lambda: canary_release(params(sb, "v2", policy={"step": 10, "interval": 3.0}), return_state=True)
-    )
-    wait_until(lambda: routes(sb)["default"]["v2"] > 0, what="the first step")
+def release_in_background(sb: Sandbox, **overrides: Any) -> tuple[Background, Lease]:
+    """A release of v2 (10% every 3 s unless overridden) in a thread, once it holds its lease."""
+    policy = {"step": 10, "interval": 3.0, **overrides.pop("policy", {})}
+    run = Background(lambda: canary_release(params(sb, "v2", policy=policy, **overrides), return_state=True))
+    wait_until(lambda: lease_of(vs(sb)) is not None, what="the release's lease")
     holder = lease_of(vs(sb))
     assert holder is not None
+    return run, holder
+
+
+def cancel(holder: Lease) -> None:
+    """What the Prefect UI's cancel button does."""
     with get_client(sync_client=True) as client:
-        client.set_flow_run_state(UUID(holder.holder), Cancelling(message="test"), force=True)
+        client.set_flow_run_state(
+            UUID(holder.holder), Cancelling(message="cancelled by the test"), force=True
+        )
+
+
+def test_cancelled_release_puts_the_baseline_back(prefect_server: Any, fresh_gateway: Sandbox) -> None:
+    sb = fresh_gateway
+    run, holder = release_in_background(sb)
+    wait_until(lambda: routes(sb)["default"]["v2"] > 0, what="the first step")
+    cancel(holder)
     state = run.join()
 
     assert state.is_cancelled(), state
@@ -228,12 +241,7 @@ def test_second_release_of_the_same_app_is_refused_naming_the_running_one(
     prefect_server: Any, fresh_gateway: Sandbox
 ) -> None:
     sb = fresh_gateway
-    first = Background(
-        lambda: canary_release(params(sb, "v2", policy={"step": 10, "interval": 3.0}), return_state=True)
-    )
-    wait_until(lambda: lease_of(vs(sb)) is not None, what="the first release's lease")
-    holder = lease_of(vs(sb))
-    assert holder is not None
+    first, holder = release_in_background(sb)
     writes_before = routes(sb)
 
     second = canary_release(params(sb, "v3"), return_state=True)
@@ -243,8 +251,7 @@ def test_second_release_of_the_same_app_is_refused_naming_the_running_one(
     assert lease_of(vs(sb)) == holder, "the running release keeps its lease"
     assert routes(sb)["default"]["v3"] == 0 and writes_before["default"]["v3"] == 0
 
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(UUID(holder.holder), Cancelling(message="test over"), force=True)
+    cancel(holder)
     assert first.join().is_cancelled()
     assert routes(sb)["default"]["v1"] == 100
 
@@ -295,10 +302,10 @@ def test_approval_gates_promotion(prefect_server: Any, fresh_gateway: Sandbox) -
     from prefect.flow_runs import resume_flow_run
 
     sb = fresh_gateway
-    run = Background(lambda: canary_release(params(sb, "v2", approval=True), return_state=True))
-    wait_until(lambda: lease_of(vs(sb)) is not None, what="the release's lease")
-    holder = lease_of(vs(sb))
-    assert holder is not None
+    # Max weight 50: the release stops at 50% and only the approval takes v2 to 100%.
+    run, holder = release_in_background(
+        sb, approval=True, policy={"step": 50, "interval": 1.5, "max_weight": 50}
+    )
 
     def paused() -> bool:
         with get_client(sync_client=True) as client:
@@ -306,7 +313,8 @@ def test_approval_gates_promotion(prefect_server: Any, fresh_gateway: Sandbox) -
         return bool(state and state.is_paused())
 
     wait_until(paused, 60, "the pause for approval")
-    assert routes(sb)["default"]["v2"] == 100 - 0 or routes(sb)["default"]["v2"] < 100
+    assert routes(sb)["default"]["v2"] == 50, "nothing is promoted while the run waits"
+    assert lease_of(vs(sb)) == holder
     resume_flow_run(UUID(holder.holder), run_input={"approve": True, "comment": "looks good"})
     state = run.join()
     assert state.name == "Promoted", state.message
