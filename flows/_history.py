@@ -24,6 +24,7 @@ from prefect.context import FlowRunContext
 from prefect.events import emit_event
 
 from lamia_core.engine import Decision, Evidence
+from lamia_core.slack import format_value
 
 EVENT_PREFIX = "lamia.release"
 
@@ -68,14 +69,6 @@ def tag_run(flow_run_id: str, *tags: str) -> None:
         run = client.read_flow_run(UUID(flow_run_id))
         merged = sorted(set(run.tags) | set(tags))
         client.update_flow_run(UUID(flow_run_id), tags=merged)
-
-
-def format_value(value: float | str | None) -> str:
-    if value is None:
-        return "no data"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def evidence_text(ev: Evidence) -> str:
