@@ -15,7 +15,7 @@ from lamia_core.errors import NotFound
 from lamia_core.istio import virtual_service_name
 from lamia_core.kube import KubeConfig
 from lamia_core.lease import Lease, drop_lease, lease_of, take_lease
-from lamia_core.models import Application, Gateway, Route, Weights
+from lamia_core.models import Application, Gateway, Weights
 from tasks._clients import kube_adapter
 from tasks._retry import RETRYING
 
@@ -45,29 +45,6 @@ def apply_weights(
     """Set one route's weights; the adapter re-applies them onto a fresh object after a 409."""
     kube_adapter(kube).set_weights(application, weights, route=route)
     return weights
-
-
-@task(name="apply-route", **_COMMON)
-def apply_route(kube: KubeConfig, application: Application, route: Route) -> Gateway:
-    """Add or replace a conditional route (or the default) on the app's gateway."""
-    adapter = kube_adapter(kube)
-    current = adapter.read_gateway(application)
-    if current is None:
-        raise_no_gateway(application)
-    gateway = current.with_route(route)
-    adapter.apply_gateway(gateway)
-    return gateway
-
-
-@task(name="remove-route", **_COMMON)
-def remove_route(kube: KubeConfig, application: Application, name: str) -> Gateway | None:
-    adapter = kube_adapter(kube)
-    current = adapter.read_gateway(application)
-    if current is None or all(r.name != name for r in current.routes):
-        return current
-    gateway = current.without_route(name)
-    adapter.apply_gateway(gateway)
-    return gateway
 
 
 @task(name="read-lease", **_COMMON)
