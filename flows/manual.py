@@ -32,7 +32,7 @@ from tasks.kubernetes import (
 
 def _checked_weights(raw: dict[str, int], versions: list[str]) -> Weights:
     weights = Weights(raw)
-    unknown = sorted(set(weights) - set(versions))
+    unknown = sorted(set(weights.versions) - set(versions))
     if unknown:
         raise InvalidInput(f"unknown version(s) {', '.join(unknown)} (known versions: {', '.join(versions)})")
     return weights

@@ -173,7 +173,7 @@ class ReleaseSpec(_Frozen):
         if self.initial_weights is None:
             return {v: 100 if v == self.baseline else 0 for v in self.versions}
         given = Weights(self.initial_weights)
-        unknown = [v for v in given if v not in self.versions]
+        unknown = [v for v in given.versions if v not in self.versions]
         if unknown:
             raise InvalidInput(
                 f"initial weights name version(s) {', '.join(unknown)} not among the release's versions "

@@ -131,7 +131,7 @@ def render_destination_rule(app: Application, existing: Obj | None = None) -> Ob
 def _ordered(app: Application, weights: Weights) -> list[str]:
     """Destinations in the application's version order, so re-renders give stable diffs."""
     known = [v for v in app.version_names if v in weights.root]
-    return known + [v for v in weights if v not in known]
+    return known + [v for v in weights.versions if v not in known]
 
 
 def _render_destinations(app: Application, weights: Weights, existing: list[Obj]) -> list[Obj]:

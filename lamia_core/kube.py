@@ -402,7 +402,7 @@ class KubeAdapter:
 
     def set_weights(self, app: Application, weights: Weights, route: str = DEFAULT_ROUTE) -> Gateway:
         """Change one route's weights, re-applied onto whatever the VirtualService holds at write time."""
-        for v in weights:
+        for v in weights.versions:
             app.version(v)
 
         def gateway_of(vs: Obj | None) -> Gateway:

@@ -11,7 +11,7 @@ VirtualService); a *policy* decides how a release moves weight.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, model_validator
@@ -137,11 +137,22 @@ class Weights(RootModel[dict[str, int]]):
             raise WeightsError(f"weights must sum to 100, got {total} ({desc})")
         return self
 
+    # No __iter__ over version names: pydantic models iterate as (field, value) pairs, and
+    # Prefect relies on that when it visits task arguments (dict(model)); a Weights that
+    # iterated its versions crashed every task taking it unless each name was two characters.
     def __getitem__(self, version: str) -> int:
         return self.root.get(version, 0)
 
-    def __iter__(self) -> Iterator[str]:  # type: ignore[override]
-        return iter(self.root)
+    def __contains__(self, version: object) -> bool:
+        return version in self.root
+
+    def __len__(self) -> int:
+        return len(self.root)
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """The versions named, in order."""
+        return tuple(self.root)
 
     def items(self) -> Iterable[tuple[str, int]]:
         return self.root.items()
@@ -225,7 +236,7 @@ class Gateway(_Frozen):
         if self.application.versions:
             known = set(self.application.version_names)
             for r in self.routes:
-                unknown = [v for v in r.weights if v not in known]
+                unknown = [v for v in r.weights.versions if v not in known]
                 if unknown:
                     raise InvalidInput(
                         f"route {r.name!r} names unknown version(s) {', '.join(unknown)} of application "

@@ -103,7 +103,7 @@ def render_gateway(
     names = (
         _csv(versions)
         if versions is not None
-        else list(dict.fromkeys(v for r in reversed(routes) for v in r.weights))
+        else list(dict.fromkeys(v for r in reversed(routes) for v in r.weights.versions))
     )
     repeated = sorted({v for v in names if names.count(v) > 1})
     if repeated:
