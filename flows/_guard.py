@@ -23,7 +23,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from lamia_core.errors import ReleaseLocked
 from lamia_core.kube import KubeConfig
-from lamia_core.lease import Lease
+from lamia_core.lease import Lease, abort_hint
 from lamia_core.models import Application
 from tasks.kubernetes import acquire_lease, read_lease, release_lease
 
@@ -61,20 +61,23 @@ def _refusal(application: Application, holder: Lease | None) -> ReleaseLocked:
     who = holder.describe() if holder else "another Lamia flow run (see the Prefect UI)"
     return ReleaseLocked(
         f"a release of application {application.name!r} in namespace {application.namespace!r} "
-        f"is already running: {who}"
+        f"is already running: {who}; wait for it, or end it with "
+        f"{abort_hint(application.name, application.namespace)}"
     )
 
 
 @contextlib.contextmanager
 def exclusive_release(
-    kube: KubeConfig, application: Application, lease: Lease, *, wait_seconds: float = 30.0
+    kube: KubeConfig, application: Application, lease: Lease, *, wait_seconds: float = 30.0,
+    forget_routes: tuple[str, ...] = (),
 ) -> Iterator[None]:
     """Hold both locks for the body; ReleaseLocked names the run that holds them otherwise.
 
     A lease held by a live run refuses at once. Without one, the slot may still
     be busy for a moment (a run that has not written its lease yet, or one
     whose slot the server is still giving back), so the slot is waited for up
-    to ``wait_seconds`` before refusing.
+    to ``wait_seconds`` before refusing. When the body ends, the condition texts of
+    ``forget_routes`` whose route is gone are dropped with the lease.
     """
     current = read_lease(kube, application)
     stale: frozenset[str] = frozenset()
@@ -93,4 +96,4 @@ def exclusive_release(
         try:
             yield
         finally:
-            release_lease(kube, application, lease.holder)
+            release_lease(kube, application, lease.holder, forget_routes)

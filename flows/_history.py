@@ -24,9 +24,8 @@ from prefect.context import FlowRunContext
 from prefect.events import emit_event
 
 from lamia_core.engine import Decision, Evidence
+from lamia_core.outcome import EVENT_PREFIX, Outcome
 from lamia_core.slack import format_value
-
-EVENT_PREFIX = "lamia.release"
 
 
 def app_tag(namespace: str, app: str) -> str:
@@ -142,27 +141,11 @@ class ReleaseHistory:
         ``acted_in`` is how long Lamia took from waking up to the weights being
         applied (observe, decide, write): the orchestration's share of a step.
         """
-        now = datetime.now(UTC)
-        row: dict[str, Any] = {
-            "step": len(self.rows) + 1,
-            "time": now.strftime("%H:%M:%S"),
-            "elapsed_s": round(time.monotonic() - self.started_monotonic, 2),
-            "weights": ", ".join(f"{v}={w}" for v, w in sorted(weights.items())),
-            "decision": decision.action,
-            "reason": decision.reason,
-            "evidence": "; ".join(evidence_text(e) for e in decision.evidence) or "-",
-            "acted_in_s": None if acted_in is None else round(acted_in, 3),
-        }
-        self.rows.append(row)
+        row = self._row(decision.action, weights, decision.reason, decision.evidence, acted_in)
         if decision.evidence:
             self.last_evidence = tuple(decision.evidence)
         if self._progress_id is not None and self.target is not None:
             update_progress_artifact(self._progress_id, float(weights.get(self.target, 0)))
-        create_table_artifact(
-            table=self.rows,
-            key=artifact_key(self.key, "steps"),
-            description=f"Every step of the {self.kind} of {self.app} in {self.namespace}",
-        )
         self.emit(
             "step",
             {
@@ -175,12 +158,38 @@ class ReleaseHistory:
         )
         return row
 
-    def finished(self, outcome: str, weights: dict[str, int], reason: str) -> None:
-        suffix = {"promoted": "promoted", "rolled-back": "rolled-back", "applied": "applied"}.get(
-            outcome, "failed"
+    def note(
+        self, what: str, weights: dict[str, int], reason: str, details: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A row that is not the engine's decision (e.g. ``interrupted``), with an event of that name."""
+        row = self._row(what, weights, reason, (), None)
+        self.emit(what, {"step": row["step"], "reason": reason, "weights": weights, **details})
+        return row
+
+    def _row(self, decision: str, weights: dict[str, int], reason: str, evidence: tuple[Evidence, ...],
+             acted_in: float | None) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        row: dict[str, Any] = {
+            "step": len(self.rows) + 1,
+            "time": now.strftime("%H:%M:%S"),
+            "elapsed_s": round(time.monotonic() - self.started_monotonic, 2),
+            "weights": ", ".join(f"{v}={w}" for v, w in sorted(weights.items())) or "-",
+            "decision": decision,
+            "reason": reason,
+            "evidence": "; ".join(evidence_text(e) for e in evidence) or "-",
+            "acted_in_s": None if acted_in is None else round(acted_in, 3),
+        }
+        self.rows.append(row)
+        create_table_artifact(
+            table=self.rows,
+            key=artifact_key(self.key, "steps"),
+            description=f"Every step of the {self.kind} of {self.app} in {self.namespace}",
         )
+        return row
+
+    def finished(self, outcome: Outcome, weights: dict[str, int], reason: str) -> None:
         lines = [
-            f"# {self.kind} of `{self.app}` in `{self.namespace}`: **{outcome}**",
+            f"# {self.kind} of `{self.app}` in `{self.namespace}`: **{outcome.value}**",
             "",
             f"- reason: {reason}",
             f"- final weights: {', '.join(f'`{v}`={w}%' for v, w in sorted(weights.items()))}",
@@ -201,4 +210,4 @@ class ReleaseHistory:
         )
         if self._progress_id is not None and self.target is not None:
             update_progress_artifact(self._progress_id, float(weights.get(self.target, 0)))
-        self.emit(suffix, {"outcome": outcome, "reason": reason, "weights": weights})
+        self.emit(outcome.value, {"outcome": outcome.value, "reason": reason, "weights": weights})

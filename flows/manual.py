@@ -21,13 +21,8 @@ from lamia_core.conditions import compile_condition
 from lamia_core.errors import InvalidInput
 from lamia_core.lease import Lease
 from lamia_core.models import Application, Gateway, Route, Weights
-from tasks.kubernetes import (
-    apply_gateway,
-    apply_weights,
-    discover_application,
-    raise_no_gateway,
-    read_gateway,
-)
+from lamia_core.outcome import Outcome
+from tasks.kubernetes import apply_gateway, apply_weights, discover_application, read_gateway
 
 
 def _checked_weights(raw: dict[str, int], versions: list[str]) -> Weights:
@@ -41,49 +36,49 @@ def _checked_weights(raw: dict[str, int], versions: list[str]) -> Weights:
 @contextlib.contextmanager
 def _manual_change(
     params: Target, application: Application, kind: str
-) -> Iterator[tuple[Gateway, ReleaseHistory, ReleaseThread]]:
-    """Hold the app's lock and lease for one manual change; yields the gateway as it is now."""
+) -> Iterator[tuple[Gateway, ReleaseHistory, ReleaseThread, str]]:
+    """Hold the app's lock and lease for one manual change; yields the gateway as it is now and the
+    lease's holder, which every write of the change names.
+
+    The gateway must exist: the lease lives on its VirtualService, and which version everyone
+    else gets is not ours to guess (the gateway is made by `lamia gateway apply`).
+    """
     run_id, run_name = current_run()
     history = ReleaseHistory(params.namespace, params.app, kind)
     thread = ReleaseThread(params.slack.resolve() if params.slack else None)
     lease = Lease.new(run_id, run_name, kind)
     with exclusive_release(params.kubernetes, application, lease, wait_seconds=params.lock_wait_seconds):
-        gateway = read_gateway(params.kubernetes, application)
-        if gateway is None:
-            # The lease lives on the VirtualService, and which version everyone else
-            # gets is not ours to guess: the gateway is made by `lamia gateway apply`.
-            raise_no_gateway(application)
-        yield gateway, history, thread
+        yield read_gateway(params.kubernetes, application), history, thread, run_id
 
 
 @flow(name="set-weights", persist_result=False)
 def set_weights(params: WeightsParameters) -> State:
     """Set one route's weights by hand."""
     logger = get_run_logger()
-    application = discover_application(params.kubernetes, params.namespace, params.app)
+    application = discover_application(params.kubernetes, params.namespace, params.app, params.service)
     weights = _checked_weights(params.weights, application.version_names)
-    with _manual_change(params, application, "set-weights") as (gateway, history, thread):
+    with _manual_change(params, application, "set-weights") as (gateway, history, thread, holder):
         gateway.route(params.route)  # InvalidInput when the route does not exist
-        apply_weights(params.kubernetes, application, weights, params.route)
+        apply_weights(params.kubernetes, application, weights, params.route, holder=holder)
         history.started(weights.as_dict(), {"route": params.route})
         reason = f"weights of route {params.route!r} set by hand"
-        history.finished("applied", weights.as_dict(), reason)
+        history.finished(Outcome.APPLIED, weights.as_dict(), reason)
     logger.info("%s: %s", reason, weights)
     thread.post(f":level_slider: {params.app} ({params.namespace}): route {params.route} now {weights}")
-    return Completed(message=f"{reason}: {weights}", name="Applied", data=weights.as_dict())
+    return Completed(message=f"{reason}: {weights}", name=Outcome.APPLIED.state_name, data=weights.as_dict())
 
 
 @flow(name="apply-route", persist_result=False)
 def apply_route_flow(params: RouteParameters) -> State:
     """Send the requests matching a condition to versions by their own weights."""
     match = compile_condition(params.condition)
-    application = discover_application(params.kubernetes, params.namespace, params.app)
+    application = discover_application(params.kubernetes, params.namespace, params.app, params.service)
     weights = _checked_weights(params.weights, application.version_names)
     route = Route(name=params.route, condition=params.condition, match=tuple(match), weights=weights)
-    with _manual_change(params, application, "apply-route") as (gateway, history, thread):
-        apply_gateway(params.kubernetes, gateway.with_route(route))
+    with _manual_change(params, application, "apply-route") as (gateway, history, thread, holder):
+        apply_gateway(params.kubernetes, gateway.with_route(route), holder=holder)
         history.started(weights.as_dict(), {"route": params.route, "condition": params.condition})
         reason = f"route {params.route!r} for {params.condition}"
-        history.finished("applied", weights.as_dict(), reason)
+        history.finished(Outcome.APPLIED, weights.as_dict(), reason)
     thread.post(f":twisted_rightwards_arrows: {params.app}: {reason} -> {weights}")
-    return Completed(message=f"{reason}: {weights}", name="Applied", data=weights.as_dict())
+    return Completed(message=f"{reason}: {weights}", name=Outcome.APPLIED.state_name, data=weights.as_dict())

@@ -64,6 +64,11 @@ class Target(BaseModel):
 
     namespace: str = Field(description="Namespace (virtual cluster) of the application")
     app: str = Field(description="Value of the `app` label shared by the application's Deployments")
+    service: str | None = Field(
+        None,
+        description="The Service in front of the application, when several select its pods (e.g. Argo "
+        "Rollouts' stable and canary Services); empty: the only one, or the one named like the app",
+    )
     kubernetes: KubeConfig = Field(default_factory=KubeConfig, description="How to reach the cluster")
     slack: SlackSettings | None = Field(None, description="Slack notifications (none when empty)")
     lock_wait_seconds: float = Field(

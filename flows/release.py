@@ -4,16 +4,25 @@ Whatever happens after the first change to the gateway, the run ends with the
 gateway in a state the user asked for: promoted (target at 100%), rolled back
 (baseline at 100%) or, with a policy whose final action is ``hold``, held where
 the policy stopped. An exception or a cancellation on the way puts the
-baseline back at 100% and says so in the logs, in Slack and in an event. A run
-whose process is killed outright cannot; its lease on the VirtualService keeps
-other releases out and records the baseline, which ``lamia release abort`` puts
-back.
+baseline back at 100% and says so in the logs, in Slack and in an event.
+
+Another writer (a ``kubectl apply`` of the user's own file, a GitOps
+controller, a person) may change the release's route meanwhile. Before each
+verdict and each write the release compares the route with what it last
+wrote; on a difference it stops without writing again, keeps the other
+writer's weights, gives its lease back and ends ``Interrupted``, so that no
+verdict is drawn from traffic Lamia did not split.
+
+A run whose process is killed outright cannot put anything back; its lease on
+the VirtualService keeps other writers out and records the baseline, which
+``lamia release abort`` puts back.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from prefect import flow, get_run_logger
@@ -32,24 +41,18 @@ from flows.params import ReleaseParameters
 from lamia_core import slack as slack_text
 from lamia_core.conditions import compile_condition
 from lamia_core.engine import Decision, Observation, ReleaseSpec, ReleaseState, abort, decide, start
-from lamia_core.errors import InvalidInput, TemporaryError
+from lamia_core.errors import ForeignChange, InvalidInput, TemporaryError
+from lamia_core.kube import KubeConfig
 from lamia_core.lease import Lease
 from lamia_core.models import DEFAULT_ROUTE, Application, Gateway, Route, Weights
-from tasks.kubernetes import (
-    apply_gateway,
-    apply_weights,
-    discover_application,
-    raise_no_gateway,
-    read_gateway,
-)
+from lamia_core.outcome import Outcome
+from tasks.kubernetes import apply_gateway, apply_weights, check_route, discover_application, read_gateway
 from tasks.prometheus import observe_metrics
 
 #: Name of the route a conditional release shifts.
 CANARY_ROUTE = "canary"
 #: How often the wait between steps checks whether someone cancelled the run.
 CANCEL_POLL_SECONDS = 1.0
-
-Outcome = Literal["promoted", "rolled-back", "held", "failed", "cancelled"]
 
 
 class Approval(RunInput):
@@ -73,6 +76,28 @@ class ReleaseOutcome(BaseModel):
 
 class Cancellation(Exception):
     """The run was asked to stop (``lamia release abort`` or the Prefect UI)."""
+
+
+@dataclass
+class RouteWriter:
+    """The release's writes of its route, each checked against what it wrote last.
+
+    ``last`` starts as the route's weights when the release took its lease; a
+    write or a check that finds anything else raises ForeignChange.
+    """
+
+    kube: KubeConfig
+    application: Application
+    route: str
+    holder: str
+    last: Weights
+
+    def write(self, weights: Weights) -> None:
+        apply_weights(self.kube, self.application, weights, self.route, holder=self.holder, expect=self.last)
+        self.last = weights
+
+    def check(self) -> None:
+        check_route(self.kube, self.application, self.route, self.last, self.holder)
 
 
 def _cancel_requested(flow_run_id: str) -> bool:
@@ -124,8 +149,6 @@ def _prepare_gateway(
     release adds its own route, starting with everything on the baseline.
     """
     gateway = read_gateway(params.kubernetes, application)
-    if gateway is None:
-        raise_no_gateway(application)
     if match is None:
         return gateway, gateway.default_route.name, False
     baseline_only = Weights.all_on(params.baseline, application.version_names)
@@ -167,16 +190,14 @@ def _approve(params: ReleaseParameters, thread: ReleaseThread) -> tuple[bool, st
     return (answer.approve, f"approved{note}" if answer.approve else f"approval refused{note}")
 
 
-def _apply(
-    params: ReleaseParameters, application: Application, decision: Decision, spec: ReleaseSpec
-) -> None:
+def _apply(writer: RouteWriter, decision: Decision) -> None:
     if decision.weights is not None and decision.action in ("set_weights", "promote", "rollback"):
-        apply_weights(params.kubernetes, application, decision.weights, spec.route)
+        writer.write(decision.weights)
 
 
 def _drive(
     params: ReleaseParameters,
-    application: Application,
+    writer: RouteWriter,
     spec: ReleaseSpec,
     history: ReleaseHistory,
     thread: ReleaseThread,
@@ -190,27 +211,30 @@ def _drive(
             approved, why = _approve(params, thread)
             if not approved:
                 decision = abort(spec, decision.state, time.time(), why)
-        _apply(params, application, decision, spec)
+        _apply(writer, decision)
         weights = decision.state.weights.as_dict()
         history.step(decision, weights, acted_in=time.monotonic() - woke)
         logger.info("%s: %s -> %s", decision.action, decision.reason, weights)
         if decision.action == "set_weights":
             thread.post(slack_text.format_step(thread.info, weights, step=decision.state.steps), step=True)
         if decision.action == "promote":
-            return "promoted", decision.state, decision.reason
+            return Outcome.PROMOTED, decision.state, decision.reason
         if decision.action == "rollback":
-            return "rolled-back", decision.state, decision.reason
+            return Outcome.ROLLED_BACK, decision.state, decision.reason
         if decision.action == "finish":
-            return "held", decision.state, decision.reason
+            return Outcome.HELD, decision.state, decision.reason
         wake = decision.wake_at if decision.wake_at is not None else time.time() + spec.policy.interval
         _wait_until(wake, history.flow_run_id)
         woke = time.monotonic()
-        decision = decide(spec, decision.state, time.time(), _observe(params, spec))
+        observation = _observe(params, spec)
+        # Traffic split by someone else is no evidence about the target: look before judging.
+        writer.check()
+        decision = decide(spec, decision.state, time.time(), observation)
 
 
-def _restore_baseline(params: ReleaseParameters, application: Application, route: str) -> Weights:
-    weights = Weights.all_on(params.baseline, application.version_names)
-    apply_weights(params.kubernetes, application, weights, route)
+def _restore_baseline(writer: RouteWriter, baseline: str) -> Weights:
+    weights = Weights.all_on(baseline, writer.application.version_names)
+    writer.write(weights)
     return weights
 
 
@@ -226,26 +250,26 @@ def canary_release(params: ReleaseParameters) -> State:
     match = compile_condition(params.condition) if params.condition else None
     if params.baseline == params.target:
         raise InvalidInput(f"baseline and target are both {params.target!r}")
-    application = discover_application(params.kubernetes, params.namespace, params.app)
+    application = discover_application(params.kubernetes, params.namespace, params.app, params.service)
     application.version(params.baseline)
     application.version(params.target)
     params.policy.validate_for(tuple(application.version_names))
     slack = params.slack.resolve() if params.slack else None
     history = ReleaseHistory(params.namespace, params.app, "canary-release", params.baseline, params.target)
-
+    route = CANARY_ROUTE if match else DEFAULT_ROUTE
     lease = Lease.new(
-        run_id,
-        run_name,
-        "canary-release",
-        params.target,
-        baseline=params.baseline,
-        route=CANARY_ROUTE if match else DEFAULT_ROUTE,
+        run_id, run_name, "canary-release", params.target, baseline=params.baseline, route=route
     )
-    with exclusive_release(params.kubernetes, application, lease, wait_seconds=params.lock_wait_seconds):
+    # A conditional release's route and its condition text go when it ends, whoever removed the route.
+    forget = (CANARY_ROUTE,) if match else ()
+    with exclusive_release(
+        params.kubernetes, application, lease, wait_seconds=params.lock_wait_seconds, forget_routes=forget
+    ):
         gateway, route, must_write = _prepare_gateway(params, application, match)
         spec = release_spec(params, application, gateway, route)
+        writer = RouteWriter(params.kubernetes, application, route, run_id, gateway.route(route).weights)
         if must_write:
-            apply_gateway(params.kubernetes, gateway)
+            apply_gateway(params.kubernetes, gateway, holder=run_id)
         history.started(spec.initial_weights or {}, {"policy": params.policy.kind, "route": route})
         thread = ReleaseThread(
             slack,
@@ -254,19 +278,24 @@ def canary_release(params: ReleaseParameters) -> State:
             ),
         )
         thread.post(slack_text.format_started(thread.info, policy=params.policy.kind))
-        state: ReleaseState | None = None
         try:
-            outcome, state, reason = _drive(params, application, spec, history, thread)
+            outcome, state, reason = _drive(params, writer, spec, history, thread)
+            final = state.weights.as_dict()
+        except ForeignChange as exc:
+            outcome, reason, final = _interrupted(exc, history, writer)
         except BaseException as exc:
             cancelled = isinstance(exc, Cancellation) or type(exc).__name__ in {
                 "TerminationSignal",
                 "KeyboardInterrupt",
             }
-            what = "cancelled" if cancelled else "failed"
+            what = Outcome.CANCELLED if cancelled else Outcome.FAILED
             reason = f"release {what}: {exc}" if str(exc) else f"release {what}: {type(exc).__name__}"
             try:
-                weights = _restore_baseline(params, application, route).as_dict()
+                weights = _restore_baseline(writer, params.baseline).as_dict()
                 reason += f"; baseline {params.baseline} is back at 100%"
+            except ForeignChange as foreign:
+                reason += f"; the baseline was not restored: {foreign}"
+                weights = foreign.found or {}
             except Exception as restore_exc:
                 logger.error("could not restore the baseline: %s", restore_exc)
                 reason += f"; restoring the baseline FAILED: {restore_exc}"
@@ -279,7 +308,6 @@ def canary_release(params: ReleaseParameters) -> State:
                 return Cancelled(message=reason)
             raise
 
-    final = state.weights.as_dict()
     history.finished(outcome, final, reason)
     result = ReleaseOutcome(
         app=params.app,
@@ -291,22 +319,40 @@ def canary_release(params: ReleaseParameters) -> State:
         reason=reason,
         steps=len(history.rows),
         flow_run_id=run_id,
-    ).model_dump()
+    ).model_dump(mode="json")
     final_state: State
-    if outcome == "promoted":
+    if outcome is Outcome.PROMOTED:
         text = slack_text.format_promoted(thread.info, reason=reason)
-        final_state = Completed(message=f"promoted {params.target}: {reason}", name="Promoted", data=result)
-    elif outcome == "held":
+        final_state = Completed(message=f"promoted {params.target}: {reason}", name=outcome.state_name,
+                                data=result)
+    elif outcome is Outcome.HELD:
         text = f":pause_button: {params.app}: release held at {slack_text.format_weights(final)} ({reason})"
-        final_state = Completed(message=f"held: {reason}", name="Held", data=result)
+        final_state = Completed(message=f"held: {reason}", name=outcome.state_name, data=result)
+    elif outcome is Outcome.INTERRUPTED:
+        text = slack_text.format_interrupted(thread.info, reason, weights=final or None)
+        final_state = Failed(message=reason, name=outcome.state_name, data=result)
     else:
         text = slack_text.format_rolled_back(thread.info, reason, history.last_evidence)
         final_state = Failed(
-            message=f"rolled back to {params.baseline}: {reason}", name="RolledBack", data=result
+            message=f"rolled back to {params.baseline}: {reason}", name=outcome.state_name, data=result
         )
     thread.post(text)
     thread.close()
     return final_state
+
+
+def _interrupted(
+    exc: ForeignChange, history: ReleaseHistory, writer: RouteWriter
+) -> tuple[Outcome, str, dict[str, int]]:
+    """Another writer changed the route: record it, write nothing more, leave their weights."""
+    found = exc.found or {}
+    reason = (f"interrupted: {exc}; Lamia stopped without writing again and left the route as the other "
+              "writer set it")
+    get_run_logger().warning(reason)
+    history.note("interrupted", found, reason, {
+        "expected": exc.expected, "found": exc.found, "writer": exc.writer, "route": exc.route,
+    })
+    return Outcome.INTERRUPTED, reason, found
 
 
 __all__ = ["Approval", "ReleaseOutcome", "canary_release"]

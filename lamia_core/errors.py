@@ -16,6 +16,10 @@ that matters to callers is whether trying again can help::
     ├── ConflictError             another writer won a resourceVersion race; a
     │                             fresh read and re-applied change may succeed,
     │                             which the adapter does a bounded number of times
+    ├── ForeignChange             another writer changed what a release wrote (its
+    │                             route's weights, the route, its lease): writing
+    │                             again would undo a person's or a controller's
+    │                             decision, so the release stops and leaves it
     └── TemporaryError            the world may be different in a moment
         ├── Unreachable           connection refused, DNS, TLS handshake
         ├── Timeout               no answer in time
@@ -117,6 +121,31 @@ class ConflictError(LamiaError):
     """A write lost an optimistic-concurrency race (HTTP 409) too many times."""
 
     exit_code = 3
+
+
+class ForeignChange(LamiaError):
+    """Another writer changed a release's route (weights or presence) or its lease since Lamia wrote it.
+
+    Carries what Lamia expected and what it found (None: the route is gone),
+    and who wrote, as far as the object tells (managedFields, annotations).
+    """
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        route: str,
+        expected: dict[str, int] | None = None,
+        found: dict[str, int] | None = None,
+        writer: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.route = route
+        self.expected = expected
+        self.found = found
+        self.writer = writer
 
 
 class TemporaryError(LamiaError):

@@ -7,6 +7,17 @@ it back carrying the resourceVersion read, and on a 409 start again from a
 fresh read. Another writer's change is therefore never overwritten, and a
 change that leaves the object as it was is not written at all.
 
+The release lease is a rule of this adapter, not of a flow: every write of a
+gateway (its VirtualService) checks the lease in the same optimistic-concurrency
+loop, and a write by anyone but the holder is refused (ReleaseLocked naming the
+run and the command that ends it). Only :meth:`KubeAdapter.abort_release`
+overrides a lease. A release's own writes can also say which weights they
+expect to find (what it last wrote): a difference means another writer changed
+the route, and the write is refused with ForeignChange instead of undoing it.
+
+Lamia writes with the field manager ``lamia``, so a real API server's
+managedFields tell its writes from everyone else's.
+
 Failures come out as Lamia's errors (see :mod:`lamia_core.errors`), each naming
 the object and, where it helps, the server.
 """
@@ -20,7 +31,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, NoReturn, cast
+from typing import Any, Literal, cast
 
 import urllib3
 import yaml
@@ -33,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lamia_core.errors import (
     ConflictError,
     Forbidden,
+    ForeignChange,
     InvalidInput,
     LamiaError,
     MissingLabels,
@@ -42,18 +54,26 @@ from lamia_core.errors import (
     Unreachable,
 )
 from lamia_core.istio import (
+    CONDITIONS_ANNOTATION,
     DESTINATION_RULE,
     ISTIO_GROUP,
     ISTIO_VERSION,
     PLURALS,
     VERSION_LABEL,
     VIRTUAL_SERVICE,
+    conditions_of,
+    describe_unadopted,
     destination_rule_name,
     gateway_from_virtual_service,
+    pick_destination_rule,
+    pick_virtual_service,
     render_destination_rule,
     render_virtual_service,
+    route_weights,
+    unadoptable,
     virtual_service_name,
 )
+from lamia_core.lease import Lease, check_lease, drop_lease, lease_of, take_lease
 from lamia_core.models import (
     DEFAULT_ROUTE,
     Application,
@@ -72,6 +92,16 @@ Mutation = Callable[[Obj | None], Obj | None]
 REQUIRED_LABELS = (VERSION_LABEL, "deployment")
 #: Labels ``init_namespace`` puts on a namespace.
 NAMESPACE_LABELS = {"istio-injection": "enabled", "lamia.io/managed": "true"}
+#: The field manager of every write, as managedFields record it.
+FIELD_MANAGER = "lamia"
+# Annotations that name who wrote an object, when managedFields do not (or to say more).
+_WRITER_ANNOTATIONS = {
+    "kubectl.kubernetes.io/last-applied-configuration": "kubectl apply",
+    "argocd.argoproj.io/tracking-id": "Argo CD",
+    "kustomize.toolkit.fluxcd.io/name": "Flux (kustomize-controller)",
+    "helm.toolkit.fluxcd.io/name": "Flux (helm-controller)",
+    "meta.helm.sh/release-name": "Helm",
+}
 
 
 class KubeConfig(BaseModel):
@@ -112,6 +142,7 @@ class _Resource:
     get: Callable[[str, str], Any]
     create: Callable[[str, Obj], Any]
     replace: Callable[[str, str, Obj], Any]
+    list: Callable[[str], Any] | None = None
 
 
 def _natural(name: str) -> list[Any]:
@@ -150,7 +181,7 @@ class KubeAdapter:
                 f"kubeconfig {self.config.kubeconfig or '(default location)'}"
                 + (f", context {self.config.context!r}" if self.config.context else "")
             )
-            raise InvalidInput(f"cannot load the Kubernetes configuration from {where}: {exc}") from None
+            raise InvalidInput(f"cannot load the Kubernetes configuration from {where}: {exc}") from exc
         self.server: str = configuration.host
         self._core = k8s.CoreV1Api(self.api_client)
         self._apps = k8s.AppsV1Api(self.api_client)
@@ -158,13 +189,17 @@ class KubeAdapter:
         opts = self._opts()
         g, v = ISTIO_GROUP, ISTIO_VERSION
 
+        fm: dict[str, Any] = {"field_manager": FIELD_MANAGER}
+
         def istio(kind: str) -> _Resource:
             p = PLURALS[kind]
             return _Resource(
                 kind, True,
                 get=lambda ns, n: custom.get_namespaced_custom_object(g, v, ns, p, n, **opts),
-                create=lambda ns, b: custom.create_namespaced_custom_object(g, v, ns, p, b, **opts),
-                replace=lambda ns, n, b: custom.replace_namespaced_custom_object(g, v, ns, p, n, b, **opts),
+                create=lambda ns, b: custom.create_namespaced_custom_object(g, v, ns, p, b, **fm, **opts),
+                replace=lambda ns, n, b: custom.replace_namespaced_custom_object(
+                    g, v, ns, p, n, b, **fm, **opts),
+                list=lambda ns: custom.list_namespaced_custom_object(g, v, ns, p, **opts),
             )
 
         self._resources = {kind: istio(kind) for kind in (VIRTUAL_SERVICE, DESTINATION_RULE)}
@@ -172,8 +207,8 @@ class KubeAdapter:
             "Namespace", False,
             get=lambda _, n: self._core.read_namespace(n, **opts),
             # The client's validate_call turns the dict into a V1Namespace.
-            create=lambda _, b: self._core.create_namespace(cast(Any, b), **opts),
-            replace=lambda _, n, b: self._core.replace_namespace(n, cast(Any, b), **opts),
+            create=lambda _, b: self._core.create_namespace(cast(Any, b), **fm, **opts),
+            replace=lambda _, n, b: self._core.replace_namespace(n, cast(Any, b), **fm, **opts),
         )
 
     def _opts(self) -> dict[str, Any]:
@@ -197,9 +232,9 @@ class KubeAdapter:
         try:
             yield
         except ApiException as exc:
-            raise self._api_error(action, what, exc) from None
+            raise self._api_error(action, what, exc) from exc
         except urllib3.exceptions.HTTPError as exc:
-            raise self._transport_error(action, what, exc) from None
+            raise self._transport_error(action, what, exc) from exc
 
     def _api_error(self, action: str, what: str, exc: ApiException) -> LamiaError:
         status = int(exc.status or 0)
@@ -267,16 +302,39 @@ class KubeAdapter:
             raise InvalidInput(f"Lamia does not manage objects of kind {kind!r}")
         return res
 
-    def update_object(self, kind: Kind, namespace: str, name: str, mutate: Mutation) -> Obj | None:
+    def list_objects(self, kind: Kind, namespace: str) -> list[Obj]:
+        """Every object of ``kind`` in ``namespace``."""
+        res = self._resource(kind)
+        assert res.list is not None
+        listed = self._json("list", f"{kind}s in namespace {namespace}", lambda: res.list(namespace))  # type: ignore[misc]
+        return list(listed.get("items") or [])
+
+    def update_object(self, kind: Kind, namespace: str, name: str, mutate: Mutation, *,
+                      holder: str | None = None) -> Obj | None:
         """Create or change one object by ``mutate``, safely against concurrent writers.
 
         ``mutate`` gets a deep copy of the object as read (None if missing) and
         returns the object wanted, or None for no change. It is called again on a
         fresh read after each conflict, at most ``max_conflict_retries`` times
         more, then ConflictError. Returns the object as written (or as read, when
-        nothing was written).
+        nothing was written). A VirtualService carrying a release lease is changed
+        only by the lease's ``holder``.
         """
-        return self._update(self._resource(kind), namespace, name, mutate)
+        res = self._resource(kind)
+        if kind == VIRTUAL_SERVICE:
+            mutate = self._guarded(namespace, mutate, holder)
+        return self._update(res, namespace, name, mutate)
+
+    @staticmethod
+    def _guarded(namespace: str, mutate: Mutation, holder: str | None, app: str | None = None) -> Mutation:
+        def guarded(vs: Obj | None) -> Obj | None:
+            if vs is not None:
+                who = app or str(((vs.get("metadata") or {}).get("labels") or {}).get("lamia.io/app")
+                                 or vs["metadata"].get("name"))
+                check_lease(vs, holder, app=who, namespace=namespace)
+            return mutate(vs)
+
+        return guarded
 
     def _update(self, res: _Resource, namespace: str, name: str, mutate: Mutation) -> Obj | None:
         what = self._what(res, namespace, name)
@@ -306,7 +364,7 @@ class KubeAdapter:
                     raise ConflictError(
                         f"{what} was changed by another writer each time Lamia tried to write it; "
                         f"gave up after {attempts} attempts (last: {exc})"
-                    ) from None
+                    ) from exc
 
     # --- applications and namespaces -------------------------------------------------------------
 
@@ -316,10 +374,14 @@ class KubeAdapter:
             return self._json("create", what, lambda: res.create(namespace, body))
         return self._json("replace", what, lambda: res.replace(namespace, name, body))
 
-    def discover_application(self, namespace: str, app: str) -> Application:
-        """The application's versions, from its Deployments (labelled app, version, deployment)."""
+    def discover_application(self, namespace: str, app: str, *, service: str | None = None) -> Application:
+        """The application: its versions (Deployments labelled app, version, deployment), the one
+        Service selecting all of them (``service`` names it when several do), and the gateway
+        objects that already route the Service's host."""
         check_dns_label("namespace", namespace)
         check_label_value("application", app)
+        if service is not None:
+            check_dns_label("service", service)
         selector = f"app={app}"
         listed = self._json(
             "list", f"Deployments labelled {selector} in namespace {namespace}",
@@ -332,6 +394,7 @@ class KubeAdapter:
             raise NotFound(f"no Deployments labelled app={app} in namespace {namespace!r}")
         lacking: list[str] = []
         owners: dict[str, list[str]] = {}
+        pod_labels: list[dict[str, str]] = []
         for d in sorted(items, key=lambda d: str(d["metadata"]["name"])):
             name = d["metadata"]["name"]
             labels = d["metadata"].get("labels") or {}
@@ -340,6 +403,8 @@ class KubeAdapter:
                 lacking.append(f"Deployment {namespace}/{name} lacks label {' and '.join(missing)}")
             else:
                 owners.setdefault(labels[VERSION_LABEL], []).append(name)
+            template = (((d.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels")
+            pod_labels.append(dict(template or labels))
         if lacking:
             needed = " and ".join(REQUIRED_LABELS)
             raise MissingLabels(
@@ -353,21 +418,54 @@ class KubeAdapter:
                 f"application {app!r} in namespace {namespace!r} has several Deployments per version "
                 f"({desc}); each version must be exactly one Deployment"
             )
+        for v in owners:
+            check_label_value("version", v)
         versions = tuple(Version(name=v, deployment=owners[v][0]) for v in sorted(owners, key=_natural))
-        return Application(namespace=namespace, name=app, versions=versions,
-                           service=self._find_service(namespace, app))
+        found = Application(namespace=namespace, name=app, versions=versions,
+                            service=self._find_service(namespace, app, pod_labels, service))
+        vs = pick_virtual_service(found, self.list_objects(VIRTUAL_SERVICE, namespace))
+        dr = pick_destination_rule(found, self.list_objects(DESTINATION_RULE, namespace))
+        return found.model_copy(update={
+            "virtual_service": vs["metadata"]["name"] if vs else None,
+            "destination_rule": dr["metadata"]["name"] if dr else None,
+        })
 
-    def _find_service(self, namespace: str, app: str) -> str | None:
-        """The Service selecting all versions of the app (selector app=<app>, no version)."""
+    def _find_service(self, namespace: str, app: str, pod_labels: list[dict[str, str]],
+                      wanted: str | None) -> str:
+        """The Service selecting the pods of every version: ``wanted``, the only one, or the one named
+        like the app; InvalidInput listing them when several do and none is named like the app."""
         listed = self._json("list", f"Services in namespace {namespace}",
                             lambda: self._core.list_namespaced_service(namespace, **self._opts()))
-        names = sorted(
-            s["metadata"]["name"] for s in listed.get("items") or []
-            if ((s.get("spec") or {}).get("selector") or {}).get("app") == app
-            and VERSION_LABEL not in ((s.get("spec") or {}).get("selector") or {})
+        services = {s["metadata"]["name"]: ((s.get("spec") or {}).get("selector") or {})
+                    for s in listed.get("items") or []}
+
+        def selects_all(selector: dict[str, str]) -> bool:
+            return bool(selector) and all(
+                all(labels.get(k) == v for k, v in selector.items()) for labels in pod_labels)
+
+        names = sorted(n for n, sel in services.items() if selects_all(sel))
+        if wanted is not None:
+            if wanted not in services:
+                raise NotFound(f"Service {namespace}/{wanted} does not exist (Services selecting application "
+                               f"{app!r}: {', '.join(names) or 'none'})")
+            if wanted not in names:
+                raise InvalidInput(
+                    f"Service {namespace}/{wanted} selects {services[wanted] or 'no pods'}, not the pods of "
+                    f"every version of application {app!r} (Services that do: {', '.join(names) or 'none'})"
+                )
+            return wanted
+        if app in names or len(names) == 1:
+            return app if app in names else names[0]
+        if not names:
+            raise NotFound(
+                f"no Service in namespace {namespace!r} selects the pods of every version of application "
+                f"{app!r}: Istio routes by a Service's host, so create one (e.g. selector app={app})"
+            )
+        raise InvalidInput(
+            f"several Services select the pods of application {app!r} in namespace {namespace!r} "
+            f"({', '.join(names)}) and none is named {app!r}: say which one is the application's with "
+            "--service NAME"
         )
-        # By convention the Service is named like the app; without one, the host is the app's name.
-        return app if app in names else (names[0] if names else None)
 
     def init_namespace(self, namespace: str) -> Obj:
         """Label a namespace for Istio sidecar injection and Lamia; create it when missing."""
@@ -385,44 +483,97 @@ class KubeAdapter:
 
     # --- gateways --------------------------------------------------------------------------------
 
-    def read_gateway(self, app: Application) -> Gateway | None:
-        """The app's gateway from its VirtualService; None when there is none to read."""
-        vs = self.get_object(VIRTUAL_SERVICE, app.namespace, virtual_service_name(app))
-        return None if vs is None else gateway_from_virtual_service(app, vs)
+    def read_virtual_service(self, app: Application) -> Obj | None:
+        """The app's VirtualService as it stands, or None."""
+        return self.get_object(VIRTUAL_SERVICE, app.namespace, virtual_service_name(app))
 
-    def apply_gateway(self, gateway: Gateway) -> tuple[Obj, Obj]:
+    def read_gateway(self, app: Application) -> Gateway | None:
+        """The app's gateway from its VirtualService; None when there is none to read (no
+        VirtualService, or one Lamia cannot adopt: :meth:`no_gateway` says which)."""
+        vs = self.read_virtual_service(app)
+        if vs is None or unadoptable(app, vs):
+            return None
+        return gateway_from_virtual_service(app, vs)
+
+    def no_gateway(self, app: Application, vs: Obj | None = None) -> NotFound:
+        """The error for an app whose gateway cannot be read, saying what is there instead."""
+        vs = vs if vs is not None else self.read_virtual_service(app)
+        example = ",".join(f"{v}={100 if i == 0 else 0}" for i, v in enumerate(app.version_names))
+        hint = (f"create it with `lamia gateway apply --namespace {app.namespace} --app {app.name} "
+                f"--weights {example or 'VERSION=100'}`")
+        if vs is None:
+            return NotFound(
+                f"application {app.name!r} in namespace {app.namespace!r} has no gateway yet; {hint}")
+        return NotFound(f"application {app.name!r} in namespace {app.namespace!r} has no gateway Lamia can "
+                        f"use: {describe_unadopted(app, vs)}; {hint}")
+
+    def apply_gateway(self, gateway: Gateway, *, holder: str | None = None) -> tuple[Obj, Obj]:
         """Write the DestinationRule, then the VirtualService (so subsets exist before routes use them)."""
         app = gateway.application
         if not app.versions:
             raise InvalidInput(
                 f"application {app.name!r} has no versions: discover it before applying its gateway"
             )
-        dr, vs, _ = self._write_gateway(app, lambda _: gateway)
+        dr, vs, _ = self._write_gateway(app, lambda _: gateway, holder=holder)
         return dr, vs
 
-    def set_weights(self, app: Application, weights: Weights, route: str = DEFAULT_ROUTE) -> Gateway:
-        """Change one route's weights, re-applied onto whatever the VirtualService holds at write time."""
+    def set_weights(self, app: Application, weights: Weights, route: str = DEFAULT_ROUTE, *,
+                    holder: str | None = None, expect: Weights | None = None) -> Gateway:
+        """Change one route's weights, re-applied onto whatever the VirtualService holds at write time.
+
+        ``expect`` (a release's last write): ForeignChange instead of writing when the route's
+        weights are not those, or the route or the holder's lease is gone.
+        """
         for v in weights.versions:
             app.version(v)
 
         def gateway_of(vs: Obj | None) -> Gateway:
-            gw = None if vs is None else gateway_from_virtual_service(app, vs)
+            if expect is not None:
+                self.check_route(app, vs, route, expect, holder=holder)
+            gw = None if vs is None or unadoptable(app, vs) else gateway_from_virtual_service(app, vs)
             if gw is None:
-                self._no_gateway(app)
+                raise self.no_gateway(app, vs)
             return gw.with_weights(weights, route)
 
-        return self._write_gateway(app, gateway_of)[2]
+        return self._write_gateway(app, gateway_of, holder=holder)[2]
 
-    def _write_gateway(self, app: Application, gateway_of: Callable[[Obj | None], Gateway]
-                       ) -> tuple[Obj, Obj, Gateway]:
+    def check_route(self, app: Application, vs: Obj | None, route: str, expect: Weights, *,
+                    holder: str | None) -> None:
+        """ForeignChange when ``route`` on ``vs`` is not as a release (``holder``) last wrote it."""
+        what = f"VirtualService {app.namespace}/{virtual_service_name(app)}"
+        if vs is None:
+            raise ForeignChange(f"{what} was deleted by another writer", route=route,
+                                expected=expect.as_dict())
+        writer = last_writer(vs)
+        by = f" by {writer}" if writer else ""
+        lease = lease_of(vs)
+        if holder is not None and (lease is None or lease.holder != holder):
+            raise ForeignChange(f"the release's lease on {what} was removed{by}", route=route,
+                                expected=expect.as_dict(), writer=writer)
+        found = route_weights(app, vs, route)
+        if found is None:
+            raise ForeignChange(f"route {route!r} was removed from {what}{by}", route=route,
+                                expected=expect.as_dict(), writer=writer)
+        if found.as_dict() != expect.as_dict():
+            raise ForeignChange(
+                f"the weights of route {route!r} on {what} were changed{by}: {found} "
+                f"where Lamia set {expect}",
+                route=route, expected=expect.as_dict(), found=found.as_dict(), writer=writer,
+            )
+
+    def _write_gateway(self, app: Application, gateway_of: Callable[[Obj | None], Gateway], *,
+                       holder: str | None) -> tuple[Obj, Obj, Gateway]:
         """Write the DestinationRule, then the VirtualService with ``gateway_of(<VirtualService as read>)``.
 
         The VirtualService is rendered once onto its current state before
-        anything is written, so that a refusal (no gateway, an unknown route, a
-        route in the way) leaves the cluster as it was.
+        anything is written, so that a refusal (a lease held by another, no
+        gateway, an unknown route, a route in the way) leaves the cluster as it
+        was; the lease is checked again in the VirtualService's own write loop.
         """
         ns, vs_name = app.namespace, virtual_service_name(app)
         current = self.get_object(VIRTUAL_SERVICE, ns, vs_name)
+        if current is not None:
+            check_lease(current, holder, app=app.name, namespace=ns)
         render_virtual_service(gateway_of(current), current)
         dr = self._update(self._resources[DESTINATION_RULE], ns, destination_rule_name(app),
                           lambda cur: render_destination_rule(app, cur))
@@ -432,13 +583,91 @@ class KubeAdapter:
             written.append(gateway_of(vs))
             return render_virtual_service(written[-1], vs)
 
-        vs = self._update(self._resources[VIRTUAL_SERVICE], ns, vs_name, mutate)
+        vs = self._update(self._resources[VIRTUAL_SERVICE], ns, vs_name,
+                          self._guarded(ns, mutate, holder, app.name))
         assert dr is not None and vs is not None  # the render functions never decline
         return dr, vs, written[-1]
 
-    @staticmethod
-    def _no_gateway(app: Application) -> NoReturn:
-        raise NotFound(
-            f"application {app.name!r} in namespace {app.namespace!r} has no gateway yet; create it with "
-            f"`lamia gateway apply --namespace {app.namespace} --app {app.name}`"
-        )
+    # --- the release lease -----------------------------------------------------------------------
+
+    def read_lease(self, app: Application) -> Lease | None:
+        return lease_of(self.read_virtual_service(app))
+
+    def take_lease(self, app: Application, lease: Lease, *, stale: frozenset[str] = frozenset()) -> Obj:
+        """Record ``lease`` on the app's VirtualService; ReleaseLocked if another live run holds it."""
+
+        def mutate(vs: Obj | None) -> Obj:
+            if vs is None:
+                raise self.no_gateway(app)
+            return take_lease(vs, lease, app=app.name, stale=stale)
+
+        out = self._update(self._resources[VIRTUAL_SERVICE], app.namespace, virtual_service_name(app), mutate)
+        assert out is not None
+        return out
+
+    def drop_lease(self, app: Application, holder: str, *, forget_routes: tuple[str, ...] = ()) -> None:
+        """Give back ``holder``'s lease (nothing when it holds none), and drop the condition texts of
+        ``forget_routes`` that are no longer on the VirtualService, so nothing of Lamia's is left."""
+
+        def mutate(vs: Obj | None) -> Obj | None:
+            if vs is None:
+                return None
+            out = drop_lease(vs, holder) or vs
+            return _forget_conditions(out, forget_routes)
+
+        self._update(self._resources[VIRTUAL_SERVICE], app.namespace, virtual_service_name(app), mutate)
+
+    def abort_release(self, app: Application, lease: Lease) -> Weights | None:
+        """Put ``lease``'s baseline back on its route and drop the lease, in one write, whoever holds
+        it now: the only write that overrides a lease. None when the lease names no baseline."""
+        if not lease.baseline:
+            return None
+        weights = Weights.all_on(lease.baseline, app.version_names)
+        route = lease.route or DEFAULT_ROUTE
+
+        def mutate(vs: Obj | None) -> Obj:
+            gw = None if vs is None or unadoptable(app, vs) else gateway_from_virtual_service(app, vs)
+            if gw is None:
+                raise self.no_gateway(app, vs)
+            assert vs is not None
+            rendered = render_virtual_service(gw.with_weights(weights, route), vs)
+            return drop_lease(rendered, lease.holder) or rendered
+
+        self._update(self._resources[VIRTUAL_SERVICE], app.namespace, virtual_service_name(app), mutate)
+        return weights
+
+
+def _forget_conditions(vs: Obj, routes: tuple[str, ...]) -> Obj:
+    """``vs`` without the recorded condition texts of ``routes`` whose Lamia route is gone."""
+    conditions = conditions_of(vs)
+    present = {r.get("name") for r in (vs.get("spec") or {}).get("http") or [] if isinstance(r, dict)}
+    stale = [r for r in routes if r in conditions and f"lamia-{r}" not in present]
+    if not stale:
+        return vs
+    out = copy.deepcopy(vs)
+    annotations = out["metadata"].setdefault("annotations", {})
+    kept = {k: v for k, v in conditions.items() if k not in stale}
+    if kept:
+        annotations[CONDITIONS_ANNOTATION] = json.dumps(kept, sort_keys=True)
+    else:
+        annotations.pop(CONDITIONS_ANNOTATION, None)
+    if not annotations:
+        del out["metadata"]["annotations"]
+    return out
+
+
+def last_writer(obj: Obj) -> str | None:
+    """Who last wrote ``obj`` other than Lamia, as far as it says: the newest managedFields entry of
+    another field manager, and annotations that name a tool (kubectl apply, Argo CD, Flux, Helm)."""
+    meta = obj.get("metadata") or {}
+    entries = [e for e in meta.get("managedFields") or []
+               if isinstance(e, dict) and e.get("manager") and e.get("manager") != FIELD_MANAGER]
+    parts: list[str] = []
+    if entries:
+        newest = max(entries, key=lambda e: str(e.get("time") or ""))
+        when = f" at {newest['time']}" if newest.get("time") else ""
+        parts.append(f"field manager {newest['manager']!r} ({newest.get('operation', 'Update')}{when})")
+    tools = [tool for key, tool in _WRITER_ANNOTATIONS.items() if key in (meta.get("annotations") or {})]
+    if tools:
+        parts.append(f"object annotated by {', '.join(tools)}")
+    return "; ".join(parts) or None

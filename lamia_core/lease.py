@@ -81,6 +81,23 @@ def lease_of(obj: dict[str, Any] | None) -> Lease | None:
         return Lease(holder=str(raw)[:100], name="unreadable lease annotation")
 
 
+def abort_hint(app: str, namespace: str) -> str:
+    return f"`lamia release abort {app} --namespace {namespace}`"
+
+
+def check_lease(obj: dict[str, Any] | None, holder: str | None, *, app: str, namespace: str) -> None:
+    """Refuse a write of the gateway ``obj`` by ``holder`` (None: a person, no release) while someone
+    else holds its lease. The one rule every gateway write passes, whatever its path."""
+    current = lease_of(obj)
+    if current is None or current.holder == holder:
+        return
+    raise ReleaseLocked(
+        f"the gateway of application {app!r} in namespace {namespace!r} is held by a running release "
+        f"({current.describe()}); only it may change the gateway until it ends: wait for it, or end it "
+        f"with {abort_hint(app, namespace)}"
+    )
+
+
 def take_lease(
     obj: dict[str, Any], lease: Lease, *, app: str, stale: frozenset[str] = frozenset()
 ) -> dict[str, Any]:

@@ -73,6 +73,10 @@ class Application(_Frozen):
     versions: tuple[Version, ...] = ()
     #: The Kubernetes Service in front of the app; by convention named like the app.
     service: str | None = None
+    #: The VirtualService and DestinationRule found for the Service's host, when they exist
+    #: under another name than the Service's (a delegate, a hand-written object).
+    virtual_service: str | None = None
+    destination_rule: str | None = None
 
     @property
     def service_name(self) -> str:

@@ -204,6 +204,14 @@ def format_rolled_back(r: ReleaseInfo, reason: str, evidence: Sequence[EvidenceL
     return text
 
 
+def format_interrupted(r: ReleaseInfo, reason: str, *, weights: Mapping[str, int] | None = None) -> str:
+    text = (f":warning: Release of {_who(r)} to {escape(r.target)} interrupted by another writer: "
+            f"{escape(reason)}")
+    if weights:
+        text += f"\nTraffic now (as they set it): {format_weights(weights)}"
+    return text
+
+
 def format_failed(r: ReleaseInfo, error: str, *, weights: Mapping[str, int] | None = None) -> str:
     text = f":x: Release of {_who(r)} to {escape(r.target)} failed: {escape(error)}"
     if weights is not None:

@@ -1,21 +1,19 @@
 """Tasks over the Kubernetes adapter: one verb each, the config block first.
 
 Reads retry on temporary errors like writes do; nothing here is cached,
-since every result describes a cluster that other writers change.
+since every result describes a cluster that other writers change. Writes of a
+gateway name their ``holder`` (the flow run holding the app's lease): the
+adapter refuses a write by anyone else while a lease is held.
 """
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lamia_core.errors import NotFound
-from lamia_core.istio import virtual_service_name
 from lamia_core.kube import KubeConfig
-from lamia_core.lease import Lease, drop_lease, lease_of, take_lease
-from lamia_core.models import Application, Gateway, Weights
+from lamia_core.lease import Lease
+from lamia_core.models import DEFAULT_ROUTE, Application, Gateway, Weights
 from tasks._clients import kube_adapter
 from tasks._retry import RETRYING
 
@@ -23,36 +21,56 @@ _COMMON = {"cache_policy": NO_CACHE, "persist_result": False, **RETRYING}
 
 
 @task(name="discover-application", **_COMMON)
-def discover_application(kube: KubeConfig, namespace: str, app: str) -> Application:
-    return kube_adapter(kube).discover_application(namespace, app)
+def discover_application(
+    kube: KubeConfig, namespace: str, app: str, service: str | None = None
+) -> Application:
+    return kube_adapter(kube).discover_application(namespace, app, service=service)
 
 
 @task(name="read-gateway", **_COMMON)
-def read_gateway(kube: KubeConfig, application: Application) -> Gateway | None:
-    return kube_adapter(kube).read_gateway(application)
+def read_gateway(kube: KubeConfig, application: Application) -> Gateway:
+    """The app's gateway; NotFound saying what is there instead when Lamia cannot use it."""
+    adapter = kube_adapter(kube)
+    gateway = adapter.read_gateway(application)
+    if gateway is None:
+        raise adapter.no_gateway(application)
+    return gateway
 
 
 @task(name="apply-gateway", **_COMMON)
-def apply_gateway(kube: KubeConfig, gateway: Gateway) -> Gateway:
-    kube_adapter(kube).apply_gateway(gateway)
+def apply_gateway(kube: KubeConfig, gateway: Gateway, holder: str | None = None) -> Gateway:
+    kube_adapter(kube).apply_gateway(gateway, holder=holder)
     return gateway
 
 
 @task(name="apply-weights", **_COMMON)
 def apply_weights(
-    kube: KubeConfig, application: Application, weights: Weights, route: str = "default"
+    kube: KubeConfig,
+    application: Application,
+    weights: Weights,
+    route: str = DEFAULT_ROUTE,
+    holder: str | None = None,
+    expect: Weights | None = None,
 ) -> Weights:
-    """Set one route's weights; the adapter re-applies them onto a fresh object after a 409."""
-    kube_adapter(kube).set_weights(application, weights, route=route)
+    """Set one route's weights; the adapter re-applies them onto a fresh object after a 409.
+
+    With ``expect`` (what the release last wrote), ForeignChange instead when another writer
+    changed the route since.
+    """
+    kube_adapter(kube).set_weights(application, weights, route=route, holder=holder, expect=expect)
     return weights
+
+
+@task(name="check-route", **_COMMON)
+def check_route(kube: KubeConfig, application: Application, route: str, expect: Weights, holder: str) -> None:
+    """ForeignChange when the route is not as the release last wrote it (checked before a verdict)."""
+    adapter = kube_adapter(kube)
+    adapter.check_route(application, adapter.read_virtual_service(application), route, expect, holder=holder)
 
 
 @task(name="read-lease", **_COMMON)
 def read_lease(kube: KubeConfig, application: Application) -> Lease | None:
-    vs = kube_adapter(kube).get_object(
-        "VirtualService", application.namespace, virtual_service_name(application)
-    )
-    return lease_of(vs)
+    return kube_adapter(kube).read_lease(application)
 
 
 @task(name="take-lease", **_COMMON)
@@ -60,29 +78,12 @@ def acquire_lease(
     kube: KubeConfig, application: Application, lease: Lease, stale: frozenset[str] = frozenset()
 ) -> None:
     """Record ``lease`` on the VirtualService; ReleaseLocked if another live run holds it."""
-
-    def mutate(vs: dict[str, Any] | None) -> dict[str, Any] | None:
-        if vs is None:
-            raise_no_gateway(application)
-        return take_lease(vs, lease, app=application.name, stale=stale)
-
-    kube_adapter(kube).update_object(
-        "VirtualService", application.namespace, virtual_service_name(application), mutate
-    )
+    kube_adapter(kube).take_lease(application, lease, stale=stale)
 
 
 @task(name="release-lease", **_COMMON)
-def release_lease(kube: KubeConfig, application: Application, holder: str) -> None:
-    def mutate(vs: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if vs is None else drop_lease(vs, holder)
-
-    kube_adapter(kube).update_object(
-        "VirtualService", application.namespace, virtual_service_name(application), mutate
-    )
-
-
-def raise_no_gateway(application: Application) -> NoReturn:
-    raise NotFound(
-        f"application {application.name!r} in namespace {application.namespace!r} has no gateway yet; "
-        f"create it with `lamia gateway apply --namespace {application.namespace} --app {application.name}`"
-    )
+def release_lease(
+    kube: KubeConfig, application: Application, holder: str, forget_routes: tuple[str, ...] = ()
+) -> None:
+    """Give the lease back; the condition texts of ``forget_routes`` go too once their route is gone."""
+    kube_adapter(kube).drop_lease(application, holder, forget_routes=forget_routes)

@@ -202,8 +202,8 @@ def test_gateway_show_prints_condition_text(seeded: KubeEmulator, kubeconfig: Pa
 
 def test_gateway_show_without_gateway(seeded: KubeEmulator, kubeconfig: Path) -> None:
     assert_one_error_line(lamia("gateway", "show", "-n", NS, "-a", APP, *kube_args(kubeconfig)),
-                          "has no gateway; create it with "
-                          "`lamia gateway apply --namespace bookinfo --app reviews`")
+                          "has no gateway yet; create it with "
+                          "`lamia gateway apply --namespace bookinfo --app reviews --weights v1=100,v2=0`")
 
 
 # --- weights set --------------------------------------------------------------------------------

@@ -32,6 +32,9 @@ ADAPTER_NEEDS: set[Grant] = {
     ("", "namespaces", "update"),  # replace_namespace: init_namespace adds labels
     ("", "services", "list"),  # list_namespaced_service: the application's Service
     ("apps", "deployments", "list"),  # list_namespaced_deployment: the application's versions
+    # list: the gateway is found by the host it routes, whatever its name
+    ("networking.istio.io", "virtualservices", "list"),
+    ("networking.istio.io", "destinationrules", "list"),
     ("networking.istio.io", "virtualservices", "get"),
     ("networking.istio.io", "virtualservices", "create"),
     ("networking.istio.io", "virtualservices", "update"),

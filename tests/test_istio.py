@@ -16,6 +16,7 @@ from lamia_core.istio import (
     CONDITIONS_ANNOTATION,
     ISTIO_API,
     MANAGED_BY_LABEL,
+    MANAGED_LABEL,
     gateway_from_virtual_service,
     render_destination_rule,
     render_virtual_service,
@@ -23,6 +24,8 @@ from lamia_core.istio import (
 from lamia_core.models import Application, Gateway, Route, Version, Weights
 from tests.plugins.istio_schema import IstioValidator
 
+#: What an object Lamia creates is labelled with.
+CREATED_LABELS = {MANAGED_BY_LABEL: "lamia", MANAGED_LABEL: "true", APP_LABEL: "reviews"}
 JASON = ({"headers": {"end-user": {"exact": "jason"}}},)
 CHROME = ({"headers": {"user-agent": {"regex": ".*Chrome.*"}}},)
 A = (JASON, {"v2": 100})
@@ -134,7 +137,7 @@ def test_destination_rule_has_one_subset_per_version(istio_validator: IstioValid
     assert dr["kind"] == "DestinationRule"
     assert dr["metadata"]["name"] == "reviews"
     assert dr["metadata"]["namespace"] == "bookinfo"
-    assert dr["metadata"]["labels"] == {MANAGED_BY_LABEL: "lamia", APP_LABEL: "reviews"}
+    assert dr["metadata"]["labels"] == CREATED_LABELS
     assert dr["spec"] == {
         "host": "reviews",
         "subsets": [{"name": v, "labels": {"version": v}} for v in ("v1", "v2", "v3")],
@@ -164,7 +167,8 @@ def test_destination_rule_onto_existing_keeps_what_lamia_does_not_own(
     istio_validator.validate(dr)
     assert existing == before, "the object passed in is not modified"
     assert dr["metadata"]["resourceVersion"] == "7"
-    assert dr["metadata"]["labels"] == {"team": "books", MANAGED_BY_LABEL: "lamia", APP_LABEL: "reviews"}
+    # Lamia did not create it: its own labels only, no claim of app.kubernetes.io/managed-by.
+    assert dr["metadata"]["labels"] == {"team": "books", MANAGED_LABEL: "true", APP_LABEL: "reviews"}
     assert dr["spec"]["host"] == "reviews.bookinfo.svc.cluster.local"
     assert dr["spec"]["trafficPolicy"] == {"loadBalancer": {"simple": "RANDOM"}}
     assert dr["spec"]["subsets"] == [
@@ -193,7 +197,7 @@ def test_virtual_service_routes_and_weights(istio_validator: IstioValidator) -> 
     vs = render_virtual_service(gw)
     istio_validator.validate(vs)
     assert vs["metadata"]["name"] == "reviews"
-    assert vs["metadata"]["labels"] == {MANAGED_BY_LABEL: "lamia", APP_LABEL: "reviews"}
+    assert vs["metadata"]["labels"] == CREATED_LABELS
     assert json.loads(vs["metadata"]["annotations"][CONDITIONS_ANNOTATION]) == {
         "jason": "text of jason", "chrome": "text of chrome"}
     assert vs["spec"]["hosts"] == ["reviews"]
@@ -276,7 +280,8 @@ def test_adopt_header_match_then_catch_all(istio_validator: IstioValidator) -> N
 def test_catch_all_to_another_service_blocks_lamia() -> None:
     other = {"route": [{"destination": {"host": "ratings", "subset": "v1"}}]}
     with pytest.raises(InvalidInput,
-                       match=r"VirtualService bookinfo/reviews: HTTP route \(unnamed\).*never be used"):
+                       match=r"VirtualService bookinfo/reviews: HTTP route #1 \(unnamed, to ratings/v1\) "
+                             r"has no match and comes before Lamia's routes, so they would never be used"):
         render_virtual_service(gateway(make_app("v1"), {"v1": 100}), hand_written_vs([other]))
     assert gateway_from_virtual_service(make_app("v1"), hand_written_vs([other])) is None
 

@@ -29,7 +29,8 @@ def writes(emu: KubeEmulator) -> int:
 def test_tasks_through_fn(kube: KubeConfig) -> None:
     app = discover_application.fn(kube, "shop", "reviews")
     assert app.version_names == ["v1", "v2"]
-    assert read_gateway.fn(kube, app) is None
+    with pytest.raises(NotFound, match="has no gateway yet; create it with `lamia gateway apply"):
+        read_gateway.fn(kube, app)
     apply_gateway.fn(kube, Gateway(application=app, routes=(Route(weights=Weights({"v1": 100, "v2": 0})),)))
     apply_weights.fn(kube, app, Weights({"v1": 60, "v2": 40}))
     gateway = read_gateway.fn(kube, app)

@@ -15,7 +15,7 @@ import yaml
 
 from flows.cli._app import cluster_app, gateway_app, render_app, weights_app
 from flows.cli._common import handle_errors
-from lamia_core.errors import InvalidInput, NotFound
+from lamia_core.errors import InvalidInput
 from lamia_core.istio import (
     render_destination_rule,
     render_virtual_service,
@@ -46,6 +46,10 @@ Kubeconfig = Annotated[
 ]
 Context = Annotated[
     str | None, typer.Option("--context", help="Kubeconfig context; default its current one.")
+]
+Service = Annotated[
+    str | None,
+    typer.Option("--service", help="The Service in front of the application, when several select it."),
 ]
 
 
@@ -147,14 +151,17 @@ def gateway_apply(
             "unless the application has exactly one version, which then gets all traffic."
         ),
     ] = None,
+    service: Service = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
     """Create or update the application's DestinationRule and VirtualService from its Deployments."""
     wanted = parse_weights(weights) if weights is not None else None
     with _adapter(kubeconfig, context) as kube:
-        application = kube.discover_application(namespace, app)
+        application = kube.discover_application(namespace, app, service=service)
         current = kube.read_gateway(application)
+        if current is None and wanted is None and kube.read_virtual_service(application) is not None:
+            raise kube.no_gateway(application)
         gateway = _gateway_to_apply(application, current, wanted)
         kube.apply_gateway(gateway)
     typer.echo(
@@ -185,18 +192,16 @@ def gateway_show(
     namespace: Namespace,
     app: App,
     output: Annotated[Output, typer.Option("--output", "-o", help="table or yaml.")] = Output.table,
+    service: Service = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
     """Print the application's routes: their conditions and weights."""
     with _adapter(kubeconfig, context) as kube:
-        application = kube.discover_application(namespace, app)
+        application = kube.discover_application(namespace, app, service=service)
         gateway = kube.read_gateway(application)
-    if gateway is None:
-        raise NotFound(
-            f"application {app!r} in namespace {namespace!r} has no gateway; "
-            f"create it with `lamia gateway apply --namespace {namespace} --app {app}`"
-        )
+        if gateway is None:
+            raise kube.no_gateway(application)
     if output is Output.yaml:
         typer.echo(yaml.safe_dump(_as_data(gateway), sort_keys=False), nl=False)
     else:
@@ -253,12 +258,16 @@ def weights_set(
     namespace: Namespace,
     app: App,
     route: Annotated[str, typer.Option(help="The route whose weights to set.")] = DEFAULT_ROUTE,
+    service: Service = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
-    """Set one route's traffic weights; other writers' changes to the VirtualService are kept."""
+    """Set one route's traffic weights; other writers' changes to the VirtualService are kept.
+
+    Refused while a release holds the application's gateway (it names the run and how to end it).
+    """
     wanted = parse_weights(weights)
     with _adapter(kubeconfig, context) as kube:
-        application = kube.discover_application(namespace, app)
+        application = kube.discover_application(namespace, app, service=service)
         gateway = kube.set_weights(application, wanted, route=route)
     typer.echo(f"{app} route {route}: {gateway.route(route).weights}")

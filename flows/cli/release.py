@@ -270,8 +270,6 @@ def abort_cmd(
     from prefect.states import Cancelled, Cancelling
 
     from lamia_core.istio import virtual_service_name
-    from lamia_core.lease import drop_lease
-    from lamia_core.models import Weights
 
     run = _running(namespace, app_name)
     with get_client(sync_client=True) as client:
@@ -299,16 +297,12 @@ def abort_cmd(
             + (f" - {state.message}" if state and state.message else "")
         )
         return
-    if not lease.baseline:
+    weights = adapter.abort_release(application, lease)
+    if weights is None:
         raise fail(
             f"flow run {run.name} did not stop within {timeout:g} s and its lease names no baseline: "
             "set the weights by hand (lamia weights set) and try again"
         )
-    weights = Weights.all_on(lease.baseline, application.version_names)
-    adapter.set_weights(application, weights, route=lease.route or "default")
-    adapter.update_object(
-        "VirtualService", namespace, vs_name, lambda vs: None if vs is None else drop_lease(vs, lease.holder)
-    )
     reason = f"its process did not answer; lamia release abort put {lease.baseline} back at 100%"
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(run.id, Cancelled(message=reason), force=True)
