@@ -157,6 +157,8 @@ def _prepare_gateway(
 
 
 def _observe(params: ReleaseParameters, spec: ReleaseSpec) -> Observation | None:
+    if not spec.policy.observes:
+        return None  # the time policy judges nothing: no reason to ask Prometheus
     logger = get_run_logger()
     names = spec.policy.required_metrics(spec.versions)
     try:

@@ -78,6 +78,7 @@ from lamia_core.models import (
     DEFAULT_ROUTE,
     Application,
     Gateway,
+    Route,
     Version,
     Weights,
     check_dns_label,
@@ -495,7 +496,7 @@ class KubeAdapter:
             return None
         return gateway_from_virtual_service(app, vs)
 
-    def no_gateway(self, app: Application, vs: Obj | None = None) -> NotFound:
+    def no_gateway(self, app: Application, vs: Obj | None = None) -> LamiaError:
         """The error for an app whose gateway cannot be read, saying what is there instead."""
         vs = vs if vs is not None else self.read_virtual_service(app)
         example = ",".join(f"{v}={100 if i == 0 else 0}" for i, v in enumerate(app.version_names))
@@ -504,6 +505,16 @@ class KubeAdapter:
         if vs is None:
             return NotFound(
                 f"application {app.name!r} in namespace {app.namespace!r} has no gateway yet; {hint}")
+        problem = unadoptable(app, vs)
+        if problem:
+            return InvalidInput(f"{describe_unadopted(app, vs)}")
+        if app.versions:
+            # Would Lamia's default route fit in there at all? If not, that is the thing to say.
+            probe = Gateway(application=app, routes=(Route(weights=Weights.all_on(app.version_names[0])),))
+            try:
+                render_virtual_service(probe, vs)
+            except InvalidInput as exc:
+                return exc
         return NotFound(f"application {app.name!r} in namespace {app.namespace!r} has no gateway Lamia can "
                         f"use: {describe_unadopted(app, vs)}; {hint}")
 

@@ -83,6 +83,36 @@ def _spec(obj: Obj) -> Obj:
     return {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata", "status")}
 
 
+def _changed_fields(new: Obj, old: Obj | None) -> Obj:
+    """A coarse fieldsV1: the top-level fields (and metadata's labels/annotations keys) a write changed."""
+    fields: Obj = {}
+    before = old or {}
+    for k, v in new.items():
+        if k in ("apiVersion", "kind", "metadata"):
+            continue
+        if isinstance(v, dict) and isinstance(before.get(k), dict):
+            sub_fields: Obj = {f"f:{sub}": {} for sub, x in v.items() if before[k].get(sub) != x}
+            if sub_fields:
+                fields[f"f:{k}"] = sub_fields
+        elif before.get(k) != v:
+            fields[f"f:{k}"] = {}
+    meta, old_meta = new.get("metadata") or {}, before.get("metadata") or {}
+    for part in ("labels", "annotations"):
+        changed: Obj = {f"f:{key}": {} for key, x in (meta.get(part) or {}).items()
+                   if (old_meta.get(part) or {}).get(key) != x}
+        if changed:
+            fields.setdefault("f:metadata", {})[f"f:{part}"] = changed
+    return fields
+
+
+def _record_manager(meta: Obj, manager: str, api_version: str, fields: Obj) -> None:
+    entries = [e for e in meta.get("managedFields") or []
+               if not (e.get("manager") == manager and e.get("operation") == "Update")]
+    entries.append({"manager": manager, "operation": "Update", "apiVersion": api_version, "time": _now(),
+                    "fieldsType": "FieldsV1", "fieldsV1": fields})
+    meta["managedFields"] = entries
+
+
 class Store:
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -103,9 +133,16 @@ class Store:
         return {"apiVersion": res.api_version(version), "kind": res.kind, **rest}
 
     def _commit(self, res: Resource, key: Key, new: Obj, old: Obj | None, *, dry_run: bool = False,
-                always_bump: bool = False) -> Obj:
+                always_bump: bool = False, manager: str = "") -> Obj:
         """Store ``new`` over ``old`` with server-owned metadata; a write that changes nothing is skipped."""
         meta = new.setdefault("metadata", {})
+        # managedFields sent back as read are the server's to update; different ones replace them.
+        sent = meta.pop("managedFields", None)
+        before = (old or {}).get("metadata", {}).get("managedFields")
+        if sent is not None and sent != before:
+            meta["managedFields"] = sent
+        elif before is not None:
+            meta["managedFields"] = copy.deepcopy(before)
         if res is NAMESPACES:
             meta["labels"] = {**(meta.get("labels") or {}), "kubernetes.io/metadata.name": meta["name"]}
             new.setdefault("spec", {"finalizers": ["kubernetes"]})
@@ -126,6 +163,8 @@ class Store:
             meta["resourceVersion"] = old["metadata"]["resourceVersion"]
             if new == old and not always_bump:
                 return old
+        if manager:
+            _record_manager(meta, manager, new["apiVersion"], _changed_fields(new, old))
         if dry_run:
             return new
         self._rv += 1
@@ -190,7 +229,8 @@ class Store:
                 raise not_found(res, name)
             return self._present(res, version, obj)
 
-    def create(self, res: Resource, version: str, namespace: str | None, body: Any, *, dry_run: bool) -> Obj:
+    def create(self, res: Resource, version: str, namespace: str | None, body: Any, *, dry_run: bool,
+               manager: str = "") -> Obj:
         if isinstance(body, dict) and isinstance(body.get("metadata"), dict):
             meta = body["metadata"]
             if not meta.get("name") and isinstance(meta.get("generateName"), str):
@@ -213,10 +253,11 @@ class Store:
             if key in self._objects:
                 raise ApiError(409, "AlreadyExists", f'{res.qualified} "{meta["name"]}" already exists',
                                _details(res, meta["name"]))
-            return self._present(res, version, self._commit(res, key, new, None, dry_run=dry_run))
+            return self._present(res, version, self._commit(res, key, new, None, dry_run=dry_run,
+                                                            manager=manager))
 
     def update(self, res: Resource, version: str, namespace: str | None, name: str, body: Any,
-               *, dry_run: bool) -> Obj:
+               *, dry_run: bool, manager: str = "") -> Obj:
         new = self._checked(res, version, namespace, body, url_name=name)
         with self.lock:
             old = self._objects.get(self._key(res, namespace, name))
@@ -227,10 +268,10 @@ class Store:
                 # Built-in kinds allow an unconditional update; custom resources do not.
                 raise invalid(res, name, [("metadata.resourceVersion", "FieldValueInvalid",
                                            "Invalid value: 0x0: must be specified for an update")])
-            return self._write(res, version, old, new, rv, dry_run)
+            return self._write(res, version, old, new, rv, dry_run, manager)
 
     def patch(self, res: Resource, version: str, namespace: str | None, name: str, content_type: str,
-              patch: Any, *, dry_run: bool) -> Obj:
+              patch: Any, *, dry_run: bool, manager: str = "") -> Obj:
         with self.lock:
             old = self._objects.get(self._key(res, namespace, name))
             if old is None:
@@ -248,9 +289,11 @@ class Store:
             except PatchFailed as exc:
                 raise ApiError(422, "Invalid", str(exc)) from None
             new = self._checked(res, version, namespace, patched, url_name=name)
-            return self._write(res, version, old, new, new["metadata"].get("resourceVersion"), dry_run)
+            rv = new["metadata"].get("resourceVersion")
+            return self._write(res, version, old, new, rv, dry_run, manager)
 
-    def _write(self, res: Resource, version: str, old: Obj, new: Obj, rv: str | None, dry_run: bool) -> Obj:
+    def _write(self, res: Resource, version: str, old: Obj, new: Obj, rv: str | None, dry_run: bool,
+               manager: str = "") -> Obj:
         name = old["metadata"]["name"]
         if rv and rv != old["metadata"]["resourceVersion"]:
             raise conflict(res, name)
@@ -259,7 +302,7 @@ class Store:
             if "status" in old:
                 new["status"] = copy.deepcopy(old["status"])
         key = self._key(res, old["metadata"].get("namespace"), name)
-        return self._present(res, version, self._commit(res, key, new, old, dry_run=dry_run))
+        return self._present(res, version, self._commit(res, key, new, old, dry_run=dry_run, manager=manager))
 
     def delete(self, res: Resource, version: str, namespace: str | None, name: str, options: Any,
                *, dry_run: bool) -> Obj:

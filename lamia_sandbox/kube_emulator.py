@@ -12,6 +12,13 @@ Like the real thing, built-in kinds accept a PUT without resourceVersion and
 custom resources refuse it (422), and custom resources refuse strategic merge
 patches (415).
 
+Every write that changes an object records its field manager in
+``metadata.managedFields`` as the API server does: the ``fieldManager`` query
+parameter, else the User-Agent up to its first ``/``; one ``Update`` entry per
+manager, with the time of its last write (``fieldsV1`` lists only the
+top-level fields that write changed, not the full ownership a real server
+tracks).
+
 Simplified, on purpose: strategic merge patch on built-in kinds is applied as
 a JSON merge patch (lists are replaced, not merged by key; ``$patch``
 directives are not read); no watch, pagination (``limit`` is ignored and the
@@ -181,7 +188,7 @@ class KubeEmulator:
     # --- request handling ----------------------------------------------------------------------
 
     def handle(self, method: str, target: str, content_type: str,
-               raw: bytes) -> tuple[int, Obj, dict[str, str]]:
+               raw: bytes, user_agent: str = "") -> tuple[int, Obj, dict[str, str]]:
         """Status code, JSON body and extra headers for one request."""
         url = urlsplit(target)
         path = url.path
@@ -197,6 +204,9 @@ class KubeEmulator:
             return self._injected(failure, method, path)
         try:
             query = parse_qs(url.query, keep_blank_values=True)
+            if method in _WRITES and not query.get("fieldManager"):
+                # The API server's default: the client's User-Agent up to its first '/'.
+                query["fieldManager"] = [user_agent.split("/", 1)[0][:128] or "unknown"]
             code, doc = self._route(method, path, query, content_type, raw)
             return code, doc, {}
         except ApiError as exc:
@@ -301,13 +311,15 @@ class KubeEmulator:
             except Exception as exc:
                 log.exception("before_write hook failed on %s %s", method, path)
                 raise ApiError(500, "InternalError", f"the before_write hook failed: {exc!r}") from None
+        manager = arg("fieldManager")
         if method == "POST":
-            return 201, store.create(res, version, namespace, body, dry_run=dry_run)
+            return 201, store.create(res, version, namespace, body, dry_run=dry_run, manager=manager)
         assert name is not None
         if method == "PUT":
-            return 200, store.update(res, version, namespace, name, body, dry_run=dry_run)
+            return 200, store.update(res, version, namespace, name, body, dry_run=dry_run, manager=manager)
         if method == "PATCH":
-            return 200, store.patch(res, version, namespace, name, media, body, dry_run=dry_run)
+            return 200, store.patch(res, version, namespace, name, media, body, dry_run=dry_run,
+                                    manager=manager)
         return 200, store.delete(res, version, namespace, name, body, dry_run=dry_run)
 
 
@@ -395,7 +407,8 @@ class _Handler(BaseHTTPRequestHandler):
             raw = self.rfile.read(length) if length > 0 else b""
         try:
             code, doc, headers = self.server.emulator.handle(
-                self.command, self.path, self.headers.get("Content-Type", ""), raw)
+                self.command, self.path, self.headers.get("Content-Type", ""), raw,
+                self.headers.get("User-Agent", ""))
         except Exception as exc:  # a bug here must still answer, or the client hangs
             log.exception("kube emulator failed on %s %s", self.command, self.path)
             code, doc, headers = 500, ApiError(500, "InternalError", f"emulator error: {exc!r}").status, {}

@@ -69,7 +69,10 @@ def _wait_for(flow_run_id: UUID, poll: float = 1.0) -> Any:
 @handle_errors
 def start(
     namespace: str = NamespaceOpt,
-    app_name: str = typer.Option(..., "--app", help="The application (value of the `app` label)"),
+    app_name: str = typer.Option(..., "--app", "-a", help="The application (value of the `app` label)"),
+    service: str | None = typer.Option(
+        None, "--service", help="The Service in front of the application, when several select it"
+    ),
     baseline: str = typer.Option(..., "--baseline", help="Version serving traffic now"),
     target: str = typer.Option(..., "--target", help="Version to release"),
     policy: str = typer.Option("health", "--policy", help="time, health, metric or custom"),
@@ -129,6 +132,7 @@ def start(
     params = ReleaseParameters(
         namespace=namespace,
         app=app_name,
+        service=service,
         baseline=baseline,
         target=target,
         policy=build_policy(policy, settings),
