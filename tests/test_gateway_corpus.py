@@ -117,7 +117,7 @@ def foreign_view(obj: Obj, case: Obj, *, before: bool) -> Obj:
         for s in spec.get("subsets") or []:
             if s.get("name") in versions:
                 labels = {k: v for k, v in (s.get("labels") or {}).items() if k != "version"}
-                s = {**{k: v for k, v in s.items() if k != "labels"}, **({"labels": labels} if labels else {})}
+                s = {k: v for k, v in s.items() if k != "labels"} | ({"labels": labels} if labels else {})
                 if set(s) == {"name"}:
                     continue  # a subset Lamia adds (or would add) for a version: Lamia's own
             subsets.append(s)
