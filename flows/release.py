@@ -46,7 +46,7 @@ from lamia_core.kube import KubeConfig
 from lamia_core.lease import Lease
 from lamia_core.models import DEFAULT_ROUTE, Application, Gateway, Route, Weights
 from lamia_core.outcome import Outcome
-from tasks.kubernetes import apply_gateway, apply_weights, check_route, discover_application, read_gateway
+from tasks.kubernetes import adopt_gateway, apply_weights, check_route, discover_application
 from tasks.prometheus import observe_metrics
 
 #: Name of the route a conditional release shifts.
@@ -140,20 +140,13 @@ def release_spec(
     )
 
 
-def _prepare_gateway(
-    params: ReleaseParameters, application: Application, match: list[dict[str, Any]] | None
-) -> tuple[Gateway, str, bool]:
-    """The gateway to release on, the route to shift, and whether it must be written first.
-
-    The gateway exists (the lease lives on its VirtualService); a conditional
-    release adds its own route, starting with everything on the baseline.
-    """
-    gateway = read_gateway(params.kubernetes, application)
+def _canary_route(params: ReleaseParameters, application: Application,
+                  match: list[dict[str, Any]] | None) -> Route | None:
+    """A conditional release's own route, starting with everything on the baseline."""
     if match is None:
-        return gateway, gateway.default_route.name, False
+        return None
     baseline_only = Weights.all_on(params.baseline, application.version_names)
-    canary = Route(name=CANARY_ROUTE, condition=params.condition, match=tuple(match), weights=baseline_only)
-    return gateway.with_route(canary), CANARY_ROUTE, True
+    return Route(name=CANARY_ROUTE, condition=params.condition, match=tuple(match), weights=baseline_only)
 
 
 def _observe(params: ReleaseParameters, spec: ReleaseSpec) -> Observation | None:
@@ -267,11 +260,14 @@ def canary_release(params: ReleaseParameters) -> State:
     with exclusive_release(
         params.kubernetes, application, lease, wait_seconds=params.lock_wait_seconds, forget_routes=forget
     ):
-        gateway, route, must_write = _prepare_gateway(params, application, match)
+        # The gateway exists (the lease lives on its VirtualService). Writing it first, in one
+        # read-modify-write, gives an adopted catch-all Lamia's name (so that from then on a route of
+        # another name means another writer) and adds a conditional release's route.
+        canary = _canary_route(params, application, match)
+        gateway = adopt_gateway(params.kubernetes, application, run_id, canary)
+        route = CANARY_ROUTE if match else gateway.default_route.name
         spec = release_spec(params, application, gateway, route)
         writer = RouteWriter(params.kubernetes, application, route, run_id, gateway.route(route).weights)
-        if must_write:
-            apply_gateway(params.kubernetes, gateway, holder=run_id)
         history.started(spec.initial_weights or {}, {"policy": params.policy.kind, "route": route})
         thread = ReleaseThread(
             slack,

@@ -528,6 +528,19 @@ class KubeAdapter:
         dr, vs, _ = self._write_gateway(app, lambda _: gateway, holder=holder)
         return dr, vs
 
+    def adopt_gateway(self, app: Application, *, holder: str, add_route: Route | None = None) -> Gateway:
+        """Write the gateway as it stands (an adopted catch-all becomes Lamia's route), with
+        ``add_route`` added, all in one read-modify-write: what a release does before its first step.
+        Returns the gateway written."""
+
+        def gateway_of(vs: Obj | None) -> Gateway:
+            gw = None if vs is None or unadoptable(app, vs) else gateway_from_virtual_service(app, vs)
+            if gw is None:
+                raise self.no_gateway(app, vs)
+            return gw if add_route is None else gw.with_route(add_route)
+
+        return self._write_gateway(app, gateway_of, holder=holder)[2]
+
     def set_weights(self, app: Application, weights: Weights, route: str = DEFAULT_ROUTE, *,
                     holder: str | None = None, expect: Weights | None = None) -> Gateway:
         """Change one route's weights, re-applied onto whatever the VirtualService holds at write time.

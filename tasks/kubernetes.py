@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from lamia_core.kube import KubeConfig
 from lamia_core.lease import Lease
-from lamia_core.models import DEFAULT_ROUTE, Application, Gateway, Weights
+from lamia_core.models import DEFAULT_ROUTE, Application, Gateway, Route, Weights
 from tasks._clients import kube_adapter
 from tasks._retry import RETRYING
 
@@ -41,6 +41,14 @@ def read_gateway(kube: KubeConfig, application: Application) -> Gateway:
 def apply_gateway(kube: KubeConfig, gateway: Gateway, holder: str | None = None) -> Gateway:
     kube_adapter(kube).apply_gateway(gateway, holder=holder)
     return gateway
+
+
+@task(name="adopt-gateway", **_COMMON)
+def adopt_gateway(
+    kube: KubeConfig, application: Application, holder: str, add_route: Route | None = None
+) -> Gateway:
+    """Make the gateway Lamia's as it stands (plus ``add_route``) before a release's first step."""
+    return kube_adapter(kube).adopt_gateway(application, holder=holder, add_route=add_route)
 
 
 @task(name="apply-weights", **_COMMON)

@@ -123,7 +123,11 @@ def table_rows(artifact: Any) -> list[dict[str, Any]]:
     return data if isinstance(data, list) else json.loads(data)
 
 
-def events(app_resource: str, run_id: UUID, timeout: float = 30.0) -> list[str]:
+FINAL_EVENTS = ("lamia.release.promoted", "lamia.release.rolled-back", "lamia.release.failed")
+
+
+def events(app_resource: str, run_id: UUID, timeout: float = 30.0,
+           final: tuple[str, ...] = FINAL_EVENTS) -> list[str]:
     EventsWorker.drain_all(timeout=10)
     names: list[str] = []
 
@@ -138,10 +142,7 @@ def events(app_resource: str, run_id: UUID, timeout: float = 30.0) -> list[str]:
                 limit=50,
             )
         names[:] = [e.event for e in sorted(page.events, key=lambda e: e.occurred)]
-        return any(
-            n in names
-            for n in ("lamia.release.promoted", "lamia.release.rolled-back", "lamia.release.failed")
-        )
+        return any(n in names for n in final)
 
     wait_until(fetched, timeout, "the release's final event")
     return names
