@@ -18,8 +18,12 @@ from lamia_core.istio import (
     MANAGED_BY_LABEL,
     MANAGED_LABEL,
     gateway_from_virtual_service,
+    is_delegate_for,
+    matches_everything,
+    pick_virtual_service,
     render_destination_rule,
     render_virtual_service,
+    unadoptable,
 )
 from lamia_core.models import Application, Gateway, Route, Version, Weights
 from tests.plugins.istio_schema import IstioValidator
@@ -457,3 +461,100 @@ def test_random_gateways_render_schema_valid_and_read_back(
     assert moved["spec"]["http"][:-1] == vs["spec"]["http"][:-1]
     assert split(moved["spec"]["http"][-1]) == {
         v: weights[v] for v in gw.application.version_names if v in weights.root}
+
+
+# --- which objects are the gateway, and what is in the way ---------------------------------------
+
+
+def _vs(name: str, spec: dict[str, Any], **meta: Any) -> dict[str, Any]:
+    return {"apiVersion": ISTIO_API, "kind": "VirtualService",
+            "metadata": {"name": name, "namespace": "bookinfo", **meta}, "spec": spec}
+
+
+TO_REVIEWS = {"route": [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 100}]}
+
+
+def test_the_gateway_is_found_by_host_or_as_the_delegate_it_hands_the_host_to() -> None:
+    app = make_app("v1", "v2")
+    fqdn = _vs("reviews-route", {"hosts": ["reviews.bookinfo.svc.cluster.local"], "http": [TO_REVIEWS]})
+    public = _vs("reviews", {"hosts": ["bookinfo.example.com"], "http": [TO_REVIEWS]})
+    assert pick_virtual_service(app, [public, fqdn]) is fqdn, "by host, not by name"
+    assert pick_virtual_service(app, [public]) is None
+
+    delegate = _vs("reviews-delegate", {"http": [TO_REVIEWS]})
+    root = _vs("reviews", {"hosts": ["reviews"], "http": [
+        {"match": [{"uri": {"prefix": "/v2"}}], "delegate": {"name": "reviews-delegate"}}]})
+    assert pick_virtual_service(app, [root, delegate]) is delegate
+    assert pick_virtual_service(app, [public, delegate]) is delegate, "a delegate used from a public root"
+    assert is_delegate_for(delegate, app) and not is_delegate_for(public, app)
+
+    with pytest.raises(InvalidInput, match=r"several VirtualServices .* \(reviews, reviews-route\)"):
+        pick_virtual_service(app, [_vs("reviews", {"hosts": ["reviews"]}), fqdn])
+
+
+def test_a_delegate_stays_host_less(istio_validator: IstioValidator) -> None:
+    app = make_app("v1", "v2")
+    delegate = _vs("reviews", {"http": [copy.deepcopy(TO_REVIEWS)]})
+    adopted = gateway_from_virtual_service(app, delegate)
+    assert adopted is not None
+    vs = render_virtual_service(adopted.with_weights(Weights({"v1": 80, "v2": 20})), delegate)
+    istio_validator.validate(vs)
+    assert "hosts" not in vs["spec"]
+    assert render_virtual_service(adopted)["spec"]["hosts"] == ["reviews"], "a new one gets the host"
+
+
+@pytest.mark.parametrize("match", [
+    None, [{"uri": {"prefix": "/"}}], [{"uri": {"regex": ".*"}}], [{"uri": {"regex": "^/.*$"}}],
+    [{"headers": {"x": {"exact": "1"}}}, {"uri": {"prefix": ""}}], [{"name": "all", "ignoreUriCase": True}],
+])
+def test_a_foreign_route_matching_everything_before_lamias_is_refused_by_name(
+    match: list[dict[str, Any]] | None,
+) -> None:
+    route = {"name": "legacy", "route": [{"destination": {"host": "reviews-legacy"}}]}
+    if match is not None:
+        route["match"] = match
+    assert matches_everything(route)
+    with pytest.raises(InvalidInput, match=r"HTTP route 'legacy' (has no match|matches every request)"):
+        render_virtual_service(gateway(make_app("v1"), {"v1": 100}), hand_written_vs([route]))
+
+
+@pytest.mark.parametrize("match", [
+    [{"uri": {"prefix": "/api"}}], [{"uri": {"regex": "/api/.*"}}],
+    [{"uri": {"prefix": "/"}, "method": {"exact": "GET"}}],
+    [{"uri": {"prefix": "/"}, "headers": {"end-user": {"exact": "jason"}}}], [{"port": 9080}],
+])
+def test_a_foreign_route_matching_some_requests_stays_before_lamias(match: list[dict[str, Any]]) -> None:
+    route = {"name": "legacy", "match": match, "route": [{"destination": {"host": "reviews-legacy"}}]}
+    assert not matches_everything(route)
+    vs = render_virtual_service(gateway(make_app("v1"), {"v1": 100}), hand_written_vs([route]))
+    assert names(vs) == ["legacy", "lamia-default"]
+
+
+def test_refusals_name_the_route_without_cutting_it_short() -> None:
+    long = {"route": [{"destination": {"host": f"reviews-{i}.bookinfo.svc.cluster.local"}, "weight": 25}
+                      for i in range(4)]}
+    with pytest.raises(InvalidInput) as caught:
+        render_virtual_service(gateway(make_app("v1"), {"v1": 100}), hand_written_vs([long]))
+    text = str(caught.value)
+    dests = ", ".join(f"reviews-{i}.bookinfo.svc.cluster.local 25" for i in range(4))
+    assert f"#1 (unnamed, to {dests})" in text
+
+
+def test_objects_another_controller_generates_are_not_taken_over() -> None:
+    owned = {"ownerReferences": [{"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "name": "reviews",
+                                  "uid": "1", "controller": True}]}
+    vs = _vs("reviews", {"hosts": ["reviews"], "http": [TO_REVIEWS]}, **owned)
+    with pytest.raises(InvalidInput, match=r"generated by Canary reviews \(flagger.app\)"):
+        render_virtual_service(gateway(make_app("v1"), {"v1": 100}), vs)
+    dr = render_destination_rule(make_app("v1"))
+    dr["metadata"].update(owned)
+    with pytest.raises(InvalidInput, match=r"generated by Canary reviews \(flagger.app\)"):
+        render_destination_rule(make_app("v1"), dr)
+
+
+def test_tcp_only_virtual_service_is_refused() -> None:
+    tcp = _vs("reviews", {"hosts": ["reviews"], "tcp": [{"route": [
+        {"destination": {"host": "reviews", "subset": "v1"}}]}]})
+    assert unadoptable(make_app("v1"), tcp) is not None
+    with pytest.raises(InvalidInput, match="routes only TCP traffic"):
+        render_virtual_service(gateway(make_app("v1"), {"v1": 100}), tcp)
