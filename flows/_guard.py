@@ -1,31 +1,53 @@
-"""One release per (namespace, app) at a time.
+"""One release per (namespace, app) at a time, and proof that it is alive.
 
-Two locks, because each covers what the other cannot see:
-- a Prefect global concurrency limit named after the app, created on demand with
-  one slot, keeps Lamia's flows on one Prefect server apart, and its slot lease
-  expires by itself if a worker dies;
-- a lease annotation on the VirtualService names the flow run holding the app,
-  so a second attempt can say who is running, and writers outside this Prefect
-  server can see it too.
+The lease annotation on the VirtualService is the lock: it is taken and given
+back in the gateway's own optimistic-concurrency loop, so it holds across
+Prefect servers and against every other writer, and it survives a Prefect
+outage. While it holds the lease, a run renews the lease's heartbeat every few
+seconds from a thread of its own (sleep, approval pause and slow tasks
+included); a holder silent for longer than its timeout is dead, and
+``lamia-reconcile`` puts its release right (:mod:`lamia_core.recovery`).
+
+A Prefect global concurrency limit named after the app, one slot, shows the
+release in Prefect (and queues runs on one server). It is only a queue: it is
+taken after the lease, so a slot still busy once the lease is ours belongs to
+a run that is gone, and is freed instead of blocking the release.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.sync import concurrency
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+from prefect.concurrency._leases import maintain_concurrency_lease
+from prefect.concurrency._sync import (
+    acquire_concurrency_slots_with_lease,
+    release_concurrency_slots_with_lease,
+)
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-from lamia_core.errors import ReleaseLocked
+from lamia_core.errors import ForeignChange, LamiaError, ReleaseLocked
 from lamia_core.kube import KubeConfig
 from lamia_core.lease import Lease, abort_hint
 from lamia_core.models import Application
-from tasks.kubernetes import acquire_lease, read_lease, release_lease
+from lamia_core.recovery import RunInfo, assess
+from tasks.kubernetes import acquire_lease, beat, read_lease, release_lease, renew_lease
+
+log = logging.getLogger(__name__)
+
+#: How long the slot waits before it counts as someone else's leftover.
+SLOT_WAIT_SECONDS = 5.0
+#: The slot's own lease at Prefect, renewed in the background; a gone run's expires after it.
+SLOT_LEASE_SECONDS = 60.0
 
 
 def limit_name(namespace: str, app: str) -> str:
@@ -43,57 +65,175 @@ def ensure_limit(name: str) -> None:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
-def is_finished_run(flow_run_id: str) -> bool:
-    """True when the run exists on this server and is in a final state (its lease is stale)."""
+def run_info(flow_run_id: str) -> RunInfo:
+    """What this Prefect server says of a lease holder's run."""
     try:
         run_id = UUID(flow_run_id)
     except ValueError:
-        return False
+        return RunInfo(found=False)
     with get_client(sync_client=True) as client:
         try:
             run = client.read_flow_run(run_id)
         except ObjectNotFound:
-            return False  # perhaps another Prefect server's run: never steal it
-    return bool(run.state and run.state.is_final())
+            return RunInfo(found=False)  # perhaps another Prefect server's run
+    state = run.state
+    return RunInfo(found=True, state_type=state.type.value if state else None,
+                   state_name=state.name if state else None)
 
 
-def _refusal(application: Application, holder: Lease | None) -> ReleaseLocked:
+def free_slot(name: str, slot: str | None) -> None:
+    """Give back a gone run's slot: by its lease when known, else by emptying the limit (the caller
+    holds the app's lease, so whoever holds the slot is no release of this app)."""
+    with get_client(sync_client=True) as client:
+        if slot:
+            with contextlib.suppress(Exception):
+                client.release_concurrency_slots_with_lease(UUID(slot))
+        limit = client.read_global_concurrency_limit_by_name(name)
+        if limit.active_slots >= limit.limit:
+            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
+
+
+def _refusal(application: Application, holder: Lease | None, why: str = "") -> ReleaseLocked:
     who = holder.describe() if holder else "another Lamia flow run (see the Prefect UI)"
+    hint = abort_hint(application.name, application.namespace)
     return ReleaseLocked(
         f"a release of application {application.name!r} in namespace {application.namespace!r} "
-        f"is already running: {who}; wait for it, or end it with "
-        f"{abort_hint(application.name, application.namespace)}"
+        f"is already running: {who}{why}; wait for it, or end it with {hint}"
     )
+
+
+@dataclass
+class Heartbeat:
+    """Renews a lease's heartbeat every ``every`` seconds from a thread, until stopped.
+
+    A heartbeat that finds the lease gone or taken records it in ``lost``; the
+    release checks that before every step. Failures to reach the cluster are
+    retried at the next beat: the lease's timeout is several beats long.
+    """
+
+    kube: KubeConfig
+    application: Application
+    holder: str
+    every: float
+    lost: ForeignChange | None = None
+    beats: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Heartbeat:
+        self._thread = threading.Thread(target=self._run, name=f"lamia-heartbeat-{self.holder[:8]}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                beat(self.kube, self.application, self.holder)
+                self.beats += 1
+            except ForeignChange as exc:
+                self.lost = exc
+                return
+            except LamiaError as exc:
+                log.warning("heartbeat of %s not written, trying again in %gs: %s", self.holder, self.every,
+                            exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+@dataclass
+class Guard:
+    """What the body of :func:`exclusive_release` may ask of it."""
+
+    lease: Lease
+    heartbeat: Heartbeat | None = None
+    keep_lease: bool = False
+    """Set when the gateway could not be put in order: the lease stays for lamia-reconcile."""
+
+    def check_alive(self) -> None:
+        """ForeignChange when the heartbeat found the lease gone or taken."""
+        if self.heartbeat is not None and self.heartbeat.lost is not None:
+            raise self.heartbeat.lost
+
+
+def _clear_way(
+    kube: KubeConfig, application: Application, lease: Lease
+) -> tuple[frozenset[str], Lease | None]:
+    """The run ids whose leases may be taken over; ReleaseLocked when another release holds the app."""
+    current = read_lease(kube, application)
+    if current is None or current.holder == lease.holder:
+        return frozenset(), current
+    recovery = assess(current, time.time(), run_info(current.holder))
+    if recovery.action == "drop":
+        return frozenset({current.holder}), current
+    if recovery.action == "none":
+        raise _refusal(application, current)
+    raise _refusal(application, current, f" — {recovery.reason}: lamia-reconcile puts it right within its "
+                                         "period (or run `lamia reconcile` now)")
 
 
 @contextlib.contextmanager
 def exclusive_release(
     kube: KubeConfig, application: Application, lease: Lease, *, wait_seconds: float = 30.0,
     forget_routes: tuple[str, ...] = (),
-) -> Iterator[None]:
-    """Hold both locks for the body; ReleaseLocked names the run that holds them otherwise.
+) -> Iterator[Guard]:
+    """Hold the app's lease (with a heartbeat when the lease has a timeout) and its Prefect slot for
+    the body; ReleaseLocked names the run that holds them otherwise.
 
-    A lease held by a live run refuses at once. Without one, the slot may still
-    be busy for a moment (a run that has not written its lease yet, or one
-    whose slot the server is still giving back), so the slot is waited for up
-    to ``wait_seconds`` before refusing. When the body ends, the condition texts of
-    ``forget_routes`` whose route is gone are dropped with the lease.
+    A lease held by a live run refuses at once; one left by a run that is gone
+    is taken over when nothing is left half done, else refused until
+    lamia-reconcile has put the release right. When the body ends the lease
+    is given back (unless the body asks to keep it), with the condition texts
+    of ``forget_routes`` whose route is gone, and the slot is freed.
     """
-    current = read_lease(kube, application)
-    stale: frozenset[str] = frozenset()
-    if current is not None and current.holder != lease.holder:
-        if not is_finished_run(current.holder):
-            raise _refusal(application, current)
-        stale = frozenset({current.holder})
+    stale, previous = _clear_way(kube, application, lease)
+    acquire_lease(kube, application, lease, stale)
+    guard = Guard(lease)
     name = limit_name(application.namespace, application.name)
-    ensure_limit(name)
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(concurrency(name, occupy=1, timeout_seconds=wait_seconds, strict=True))
-        except TimeoutError:
-            raise _refusal(application, read_lease(kube, application)) from None
-        acquire_lease(kube, application, lease, stale)
-        try:
-            yield
-        finally:
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_slot(kube, application, lease, name, previous, wait_seconds))
+            if lease.timeout is not None:
+                every = max(1.0, min(10.0, lease.timeout / 3))
+                guard.heartbeat = Heartbeat(kube, application, lease.holder, every).start()
+                stack.callback(guard.heartbeat.stop)
+            yield guard
+    finally:
+        if not guard.keep_lease:
             release_lease(kube, application, lease.holder, forget_routes)
+
+
+@contextlib.contextmanager
+def _slot(kube: KubeConfig, application: Application, lease: Lease, name: str, previous: Lease | None,
+          wait_seconds: float) -> Iterator[None]:
+    """The app's Prefect slot, recorded in the lease so that whoever clears up after a gone run can
+    free it. The lease is ours already: a slot still busy is a gone run's."""
+    ensure_limit(name)
+    holder = None
+    with contextlib.suppress(ValueError):
+        holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(lease.holder))
+    wait = min(SLOT_WAIT_SECONDS, wait_seconds) if wait_seconds > 0 else 0.0
+    try:
+        acquired = acquire_concurrency_slots_with_lease(
+            [name], 1, timeout_seconds=wait, lease_duration=SLOT_LEASE_SECONDS, strict=True, holder=holder,
+            suppress_warnings=True)
+    except TimeoutError:
+        log.warning("the release slot %s is held by a run that no longer holds the lease: freeing it", name)
+        free_slot(name, previous.slot if previous else None)
+        acquired = acquire_concurrency_slots_with_lease(
+            [name], 1, timeout_seconds=max(wait_seconds, 5.0), lease_duration=SLOT_LEASE_SECONDS,
+            strict=True, holder=holder, suppress_warnings=True)
+    renew_lease(kube, application, lease.holder, {"slot": str(acquired.lease_id)})
+    try:
+        with maintain_concurrency_lease(acquired.lease_id, SLOT_LEASE_SECONDS,
+                                        raise_on_lease_renewal_failure=False, suppress_warnings=True):
+            yield
+    finally:
+        try:
+            release_concurrency_slots_with_lease(acquired.lease_id)
+        except Exception as exc:  # the Prefect server may be away: the slot's lease expires by itself
+            log.warning("could not give back the release slot %s (%s); it expires within %gs, and the next "
+                        "release frees it anyway", name, exc, SLOT_LEASE_SECONDS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -94,6 +94,16 @@ class ReleaseParameters(Target):
             url=os.environ.get("LAMIA_PROMETHEUS_URL", "http://prometheus:9090")
         ),
         description="The Prometheus that scrapes Istio's metrics",
+    )
+    on_worker_loss: Literal["rollback", "resume"] = Field(
+        "rollback",
+        description="When the process running the release dies: 'rollback' puts the baseline back; "
+        "'resume' starts a new run of the deployment that continues from the last step",
+    )
+    worker_loss_timeout: float | None = Field(
+        None, ge=1,
+        description="Seconds without a heartbeat after which the release's process counts as dead; "
+        "empty: three intervals, at least 30 s",
     )
     approval: bool = Field(False, description="Wait for a person's approval before promoting to 100%")
     approval_timeout_seconds: int = Field(3600, ge=1, description="Roll back when nobody approves in time")

@@ -20,6 +20,7 @@ the VirtualService keeps other writers out and records the baseline, which
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,8 @@ from prefect.input import RunInput
 from prefect.states import Cancelled, Completed, Failed
 from pydantic import BaseModel, Field
 
-from flows._guard import exclusive_release
+from flows import _chaos as chaos
+from flows._guard import Guard, exclusive_release
 from flows._history import ReleaseHistory, flow_run_url
 from flows._notify import ReleaseThread
 from flows.params import ReleaseParameters
@@ -43,10 +45,17 @@ from lamia_core.conditions import compile_condition
 from lamia_core.engine import Decision, Observation, ReleaseSpec, ReleaseState, abort, decide, start
 from lamia_core.errors import ForeignChange, InvalidInput, TemporaryError
 from lamia_core.kube import KubeConfig
-from lamia_core.lease import Lease
+from lamia_core.lease import Lease, parse_time, worker_loss_bound
 from lamia_core.models import DEFAULT_ROUTE, Application, Gateway, Route, Weights
 from lamia_core.outcome import Outcome
-from tasks.kubernetes import adopt_gateway, apply_weights, check_route, discover_application
+from tasks.kubernetes import (
+    adopt_gateway,
+    apply_weights,
+    check_route,
+    discover_application,
+    read_lease,
+    renew_lease,
+)
 from tasks.prometheus import observe_metrics
 
 #: Name of the route a conditional release shifts.
@@ -91,18 +100,43 @@ class RouteWriter:
     route: str
     holder: str
     last: Weights
+    guard: Guard | None = None
 
-    def write(self, weights: Weights) -> None:
-        apply_weights(self.kube, self.application, weights, self.route, holder=self.holder, expect=self.last)
+    def write(self, weights: Weights, state: ReleaseState | None = None) -> None:
+        """Write ``weights`` (and the engine's ``state`` into the lease, in the same write)."""
+        self.check_alive()
+        apply_weights(self.kube, self.application, weights, self.route, holder=self.holder, expect=self.last,
+                      lease_update=_lease_fields(state))
         self.last = weights
 
+    def record(self, state: ReleaseState) -> None:
+        """Persist the engine's state after a decision that changed no weight."""
+        self.check_alive()
+        renew_lease(self.kube, self.application, self.holder, _lease_fields(state) or {})
+
     def check(self) -> None:
+        self.check_alive()
         check_route(self.kube, self.application, self.route, self.last, self.holder)
+
+    def check_alive(self) -> None:
+        if self.guard is not None:
+            self.guard.check_alive()
+
+
+def _lease_fields(state: ReleaseState | None) -> dict[str, Any] | None:
+    """What a resumed run needs of the engine, in the lease."""
+    return None if state is None else {"state": state.model_dump(mode="json"), "step": state.steps}
 
 
 def _cancel_requested(flow_run_id: str) -> bool:
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(UUID(flow_run_id))
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(flow_run_id))
+    except Exception as exc:
+        # The Prefect server away for a moment must not end the release: nobody can cancel it
+        # through a server that is not there, and the release's state lives on the cluster.
+        get_run_logger().warning("could not check whether the run was cancelled: %s", exc)
+        return False
     return bool(run.state and (run.state.is_cancelling() or run.state.is_cancelled()))
 
 
@@ -112,6 +146,7 @@ def _wait_until(deadline: float, flow_run_id: str) -> None:
     Runs started by a worker or runner are also stopped by a signal; runs started
     in-process only see the Cancelling state, which is why the loop polls it.
     """
+    chaos.point("mid-sleep")
     while True:
         left = deadline - time.time()
         if left <= 0:
@@ -187,7 +222,22 @@ def _approve(params: ReleaseParameters, thread: ReleaseThread) -> tuple[bool, st
 
 def _apply(writer: RouteWriter, decision: Decision) -> None:
     if decision.weights is not None and decision.action in ("set_weights", "promote", "rollback"):
-        writer.write(decision.weights)
+        writer.write(decision.weights, decision.state)
+        chaos.point("final-write" if decision.action in ("promote", "rollback") else "step-written")
+    else:
+        writer.record(decision.state)
+
+
+def _resumed(spec: ReleaseSpec, lease: Lease, history: ReleaseHistory, now: float) -> Decision:
+    """Where a run taking over a dead worker's release starts: the state it recorded, checked next
+    at once (or when it was due), with the gap in the step table."""
+    state = ReleaseState.model_validate(lease.state)
+    gap = now - (parse_time(lease.heartbeat) or now)
+    reason = (f"resumed at step {state.steps} ({state.weights}) after the worker was lost: "
+              f"{gap:.0f} s without a check (resume {lease.resumes})")
+    history.note("resumed", state.weights.as_dict(), reason, {"step": state.steps, "gap_s": round(gap, 1)})
+    due = state.next_check_at if state.next_check_at is not None else now
+    return Decision(action="hold", state=state, reason=reason, wake_at=max(now, due))
 
 
 def _drive(
@@ -196,19 +246,24 @@ def _drive(
     spec: ReleaseSpec,
     history: ReleaseHistory,
     thread: ReleaseThread,
+    resume: Lease | None = None,
 ) -> tuple[Outcome, ReleaseState, str]:
     logger = get_run_logger()
     woke = time.monotonic()
-    decision = start(spec, time.time())
+    now = time.time()
     approved = not params.approval
+    decision = start(spec, now) if resume is None else _resumed(spec, resume, history, now)
     while True:
         if decision.action == "promote" and not approved:
             approved, why = _approve(params, thread)
             if not approved:
                 decision = abort(spec, decision.state, time.time(), why)
-        _apply(writer, decision)
         weights = decision.state.weights.as_dict()
-        history.step(decision, weights, acted_in=time.monotonic() - woke)
+        if resume is not None:
+            resume = None  # the resumed state is on the cluster already: wait for its next check
+        else:
+            _apply(writer, decision)
+            history.step(decision, weights, acted_in=time.monotonic() - woke)
         logger.info("%s: %s -> %s", decision.action, decision.reason, weights)
         if decision.action == "set_weights":
             thread.post(slack_text.format_step(thread.info, weights, step=decision.state.steps), step=True)
@@ -222,6 +277,7 @@ def _drive(
         _wait_until(wake, history.flow_run_id)
         woke = time.monotonic()
         observation = _observe(params, spec)
+        chaos.point("observation")
         # Traffic split by someone else is no evidence about the target: look before judging.
         writer.check()
         decision = decide(spec, decision.state, time.time(), observation)
@@ -231,6 +287,18 @@ def _restore_baseline(writer: RouteWriter, baseline: str) -> Weights:
     weights = Weights.all_on(baseline, writer.application.version_names)
     writer.write(weights)
     return weights
+
+
+def _resume_from(params: ReleaseParameters, application: Application, run_id: str) -> Lease | None:
+    """The lease lamia-reconcile handed to this run to resume a dead worker's release, if any."""
+    lease = read_lease(params.kubernetes, application)
+    if lease is None or lease.holder != run_id or not lease.state:
+        return None
+    if (lease.baseline, lease.target) != (params.baseline, params.target):
+        raise InvalidInput(
+            f"this run was handed the lease of a release of {lease.target} against {lease.baseline}, "
+            f"but its parameters release {params.target} against {params.baseline}")
+    return lease
 
 
 @flow(name="canary-release", log_prints=True, persist_result=False)
@@ -252,22 +320,33 @@ def canary_release(params: ReleaseParameters) -> State:
     slack = params.slack.resolve() if params.slack else None
     history = ReleaseHistory(params.namespace, params.app, "canary-release", params.baseline, params.target)
     route = CANARY_ROUTE if match else DEFAULT_ROUTE
-    lease = Lease.new(
-        run_id, run_name, "canary-release", params.target, baseline=params.baseline, route=route
-    )
+    resume = _resume_from(params, application, run_id)
+    if resume is not None:
+        lease = resume.renewed(time.time(), name=run_name)
+    else:
+        deployment = ctx.flow_run.deployment_id
+        lease = Lease.new(
+            run_id, run_name, "canary-release", params.target, baseline=params.baseline, route=route,
+            app=params.app, service=application.service,
+            timeout=params.worker_loss_timeout or worker_loss_bound(params.policy.interval),
+            on_worker_loss=params.on_worker_loss, deployment=str(deployment) if deployment else None,
+        )
     # A conditional release's route and its condition text go when it ends, whoever removed the route.
     forget = (CANARY_ROUTE,) if match else ()
     with exclusive_release(
         params.kubernetes, application, lease, wait_seconds=params.lock_wait_seconds, forget_routes=forget
-    ):
+    ) as guard:
+        chaos.point("lease-taken")
         # The gateway exists (the lease lives on its VirtualService). Writing it first, in one
         # read-modify-write, gives an adopted catch-all Lamia's name (so that from then on a route of
         # another name means another writer) and adds a conditional release's route.
         canary = _canary_route(params, application, match)
         gateway = adopt_gateway(params.kubernetes, application, run_id, canary)
+        chaos.point("gateway-written")
         route = CANARY_ROUTE if match else gateway.default_route.name
         spec = release_spec(params, application, gateway, route)
-        writer = RouteWriter(params.kubernetes, application, route, run_id, gateway.route(route).weights)
+        writer = RouteWriter(params.kubernetes, application, route, run_id, gateway.route(route).weights,
+                             guard)
         history.started(spec.initial_weights or {}, {"policy": params.policy.kind, "route": route})
         thread = ReleaseThread(
             slack,
@@ -277,7 +356,7 @@ def canary_release(params: ReleaseParameters) -> State:
         )
         thread.post(slack_text.format_started(thread.info, policy=params.policy.kind))
         try:
-            outcome, state, reason = _drive(params, writer, spec, history, thread)
+            outcome, state, reason = _drive(params, writer, spec, history, thread, resume)
             final = state.weights.as_dict()
         except ForeignChange as exc:
             outcome, reason, final = _interrupted(exc, history, writer)
@@ -296,8 +375,12 @@ def canary_release(params: ReleaseParameters) -> State:
                 weights = foreign.found or {}
             except Exception as restore_exc:
                 logger.error("could not restore the baseline: %s", restore_exc)
-                reason += f"; restoring the baseline FAILED: {restore_exc}"
+                reason += (f"; restoring the baseline failed ({restore_exc}): the lease stays, and "
+                           "lamia-reconcile puts the baseline back")
                 weights = {}
+                guard.keep_lease = True
+                with contextlib.suppress(Exception):  # due at once: the reconciler need not wait
+                    renew_lease(params.kubernetes, application, run_id, {"timeout": 0.0})
             logger.error(reason)
             history.finished(what, weights, reason)
             thread.post(slack_text.format_failed(thread.info, reason, weights=weights or None))
@@ -306,6 +389,7 @@ def canary_release(params: ReleaseParameters) -> State:
                 return Cancelled(message=reason)
             raise
 
+    chaos.point("lease-dropped")
     history.finished(outcome, final, reason)
     result = ReleaseOutcome(
         app=params.app,

@@ -27,7 +27,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+import random
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ from lamia_core.errors import (
     LamiaError,
     MissingLabels,
     NotFound,
+    ReleaseLocked,
     ServerError,
     Timeout,
     Unreachable,
@@ -58,6 +61,7 @@ from lamia_core.istio import (
     DESTINATION_RULE,
     ISTIO_GROUP,
     ISTIO_VERSION,
+    MANAGED_LABEL,
     PLURALS,
     VERSION_LABEL,
     VIRTUAL_SERVICE,
@@ -73,7 +77,7 @@ from lamia_core.istio import (
     unadoptable,
     virtual_service_name,
 )
-from lamia_core.lease import Lease, check_lease, drop_lease, lease_of, take_lease
+from lamia_core.lease import Lease, check_lease, drop_lease, lease_of, put_lease, take_lease
 from lamia_core.models import (
     DEFAULT_ROUTE,
     Application,
@@ -117,7 +121,10 @@ class KubeConfig(BaseModel):
     request_timeout: float = Field(default=10.0, gt=0)
     """Seconds for each request, connecting included."""
     max_conflict_retries: int = Field(default=5, ge=0)
-    """Fresh reads and re-applied changes after a 409 before giving up."""
+    """Fresh reads and re-applied changes after a 409, at least, before giving up."""
+    conflict_timeout: float = Field(default=10.0, ge=0)
+    """Seconds to keep retrying conflicts (backing off with jitter) before giving up, once the
+    retries above are spent: a burst of another writer's edits must not fail a release."""
 
 
 def _in_pod_default(config: KubeConfig) -> KubeConfig:
@@ -340,6 +347,7 @@ class KubeAdapter:
     def _update(self, res: _Resource, namespace: str, name: str, mutate: Mutation) -> Obj | None:
         what = self._what(res, namespace, name)
         attempts = 0
+        started = time.monotonic()
         while True:
             current = self._get(res, namespace, name)
             desired = mutate(copy.deepcopy(current))
@@ -361,11 +369,14 @@ class KubeAdapter:
                 # replace: deleted since read, like a conflict, start from a fresh read.
                 if isinstance(exc, NotFound) and current is None:
                     raise
-                if attempts > self.config.max_conflict_retries:
+                elapsed = time.monotonic() - started
+                if attempts > self.config.max_conflict_retries and elapsed >= self.config.conflict_timeout:
                     raise ConflictError(
                         f"{what} was changed by another writer each time Lamia tried to write it; "
-                        f"gave up after {attempts} attempts (last: {exc})"
+                        f"gave up after {attempts} attempts in {elapsed:.1f} s (last: {exc})"
                     ) from exc
+                # Back off with jitter, so that two writers in lockstep fall out of step.
+                time.sleep(min(1.0, 0.01 * 2 ** min(attempts, 7)) * random.uniform(0.5, 1.5))
 
     # --- applications and namespaces -------------------------------------------------------------
 
@@ -542,11 +553,14 @@ class KubeAdapter:
         return self._write_gateway(app, gateway_of, holder=holder)[2]
 
     def set_weights(self, app: Application, weights: Weights, route: str = DEFAULT_ROUTE, *,
-                    holder: str | None = None, expect: Weights | None = None) -> Gateway:
+                    holder: str | None = None, expect: Weights | None = None,
+                    lease_update: dict[str, Any] | None = None) -> Gateway:
         """Change one route's weights, re-applied onto whatever the VirtualService holds at write time.
 
         ``expect`` (a release's last write): ForeignChange instead of writing when the route's
-        weights are not those, or the route or the holder's lease is gone.
+        weights are not those, or the route or the holder's lease is gone. ``lease_update``:
+        fields of the holder's lease (the engine's state after this step) written in the same
+        write as the weights, with a fresh heartbeat.
         """
         for v in weights.versions:
             app.version(v)
@@ -559,7 +573,12 @@ class KubeAdapter:
                 raise self.no_gateway(app, vs)
             return gw.with_weights(weights, route)
 
-        return self._write_gateway(app, gateway_of, holder=holder)[2]
+        finish = None
+        if lease_update is not None:
+            if holder is None:
+                raise InvalidInput("a lease update needs the lease's holder")
+            finish = self._lease_renewal(app, holder, lease_update)
+        return self._write_gateway(app, gateway_of, holder=holder, finish=finish)[2]
 
     def check_route(self, app: Application, vs: Obj | None, route: str, expect: Weights, *,
                     holder: str | None) -> None:
@@ -586,7 +605,8 @@ class KubeAdapter:
             )
 
     def _write_gateway(self, app: Application, gateway_of: Callable[[Obj | None], Gateway], *,
-                       holder: str | None) -> tuple[Obj, Obj, Gateway]:
+                       holder: str | None, finish: Callable[[Obj], Obj] | None = None
+                       ) -> tuple[Obj, Obj, Gateway]:
         """Write the DestinationRule, then the VirtualService with ``gateway_of(<VirtualService as read>)``.
 
         The VirtualService is rendered once onto its current state before
@@ -605,7 +625,8 @@ class KubeAdapter:
 
         def mutate(vs: Obj | None) -> Obj:
             written.append(gateway_of(vs))
-            return render_virtual_service(written[-1], vs)
+            rendered = render_virtual_service(written[-1], vs)
+            return finish(rendered) if finish is not None else rendered
 
         vs = self._update(self._resources[VIRTUAL_SERVICE], ns, vs_name,
                           self._guarded(ns, mutate, holder, app.name))
@@ -629,6 +650,55 @@ class KubeAdapter:
         assert out is not None
         return out
 
+    def _lease_renewal(self, app: Application, holder: str, updates: dict[str, Any]) -> Callable[[Obj], Obj]:
+        what = f"VirtualService {app.namespace}/{virtual_service_name(app)}"
+
+        def renew(vs: Obj) -> Obj:
+            lease = lease_of(vs)
+            if lease is None or lease.holder != holder:
+                writer = last_writer(vs)
+                raise ForeignChange(
+                    f"the release's lease on {what} was "
+                    + ("removed" if lease is None else f"taken over by {lease.describe()}")
+                    + (f" by {writer}" if writer else ""),
+                    route=lease.route if lease and lease.route else DEFAULT_ROUTE, writer=writer,
+                )
+            return put_lease(vs, lease.renewed(time.time(), **updates))
+
+        return renew
+
+    def renew_lease(self, app: Application, holder: str, **updates: Any) -> Lease:
+        """A heartbeat of ``holder``'s lease (with ``updates``); ForeignChange when it holds none."""
+        renew = self._lease_renewal(app, holder, updates)
+        out = self._update(self._resources[VIRTUAL_SERVICE], app.namespace, virtual_service_name(app),
+                           lambda vs: None if vs is None else renew(vs))
+        lease = lease_of(out)
+        if out is None or lease is None:
+            raise ForeignChange(f"VirtualService {app.namespace}/{virtual_service_name(app)} was deleted",
+                                route=DEFAULT_ROUTE)
+        return lease
+
+    def leased_gateways(self, namespace: str | None = None) -> list[tuple[Obj, Lease]]:
+        """Every VirtualService Lamia manages (in ``namespace``, or in the whole cluster) that carries
+        a lease, with its lease: what a supervisor looks at."""
+        custom = k8s.CustomObjectsApi(self.api_client)
+        g, v, p = ISTIO_GROUP, ISTIO_VERSION, PLURALS[VIRTUAL_SERVICE]
+        selector = f"{MANAGED_LABEL}=true"
+        where = f"namespace {namespace}" if namespace else "all namespaces"
+        listed = self._json(
+            "list", f"VirtualServices labelled {selector} in {where}",
+            lambda: custom.list_namespaced_custom_object(g, v, namespace, p, label_selector=selector,
+                                                         **self._opts())
+            if namespace else custom.list_cluster_custom_object(g, v, p, label_selector=selector,
+                                                                **self._opts()),
+        )
+        out = []
+        for vs in listed.get("items") or []:
+            lease = lease_of(vs)
+            if lease is not None:
+                out.append((vs, lease))
+        return out
+
     def drop_lease(self, app: Application, holder: str, *, forget_routes: tuple[str, ...] = ()) -> None:
         """Give back ``holder``'s lease (nothing when it holds none), and drop the condition texts of
         ``forget_routes`` that are no longer on the VirtualService, so nothing of Lamia's is left."""
@@ -638,6 +708,19 @@ class KubeAdapter:
                 return None
             out = drop_lease(vs, holder) or vs
             return _forget_conditions(out, forget_routes)
+
+        self._update(self._resources[VIRTUAL_SERVICE], app.namespace, virtual_service_name(app), mutate)
+
+    def hand_over_lease(self, app: Application, holder: str, successor: Lease) -> None:
+        """Give ``holder``'s lease to ``successor`` (a run resuming the release), as long as ``holder``
+        still holds it; ReleaseLocked otherwise."""
+
+        def mutate(vs: Obj | None) -> Obj:
+            current = lease_of(vs)
+            if vs is None or current is None or current.holder != holder:
+                raise ReleaseLocked(f"the lease of application {app.name!r} is no longer {holder}'s: "
+                                    f"{current.describe() if current else 'none'}")
+            return put_lease(vs, successor)
 
         self._update(self._resources[VIRTUAL_SERVICE], app.namespace, virtual_service_name(app), mutate)
 

@@ -8,6 +8,8 @@ adapter refuses a write by anyone else while a lease is held.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -59,13 +61,15 @@ def apply_weights(
     route: str = DEFAULT_ROUTE,
     holder: str | None = None,
     expect: Weights | None = None,
+    lease_update: dict[str, Any] | None = None,
 ) -> Weights:
     """Set one route's weights; the adapter re-applies them onto a fresh object after a 409.
 
     With ``expect`` (what the release last wrote), ForeignChange instead when another writer
-    changed the route since.
+    changed the route since. ``lease_update`` goes into the holder's lease in the same write.
     """
-    kube_adapter(kube).set_weights(application, weights, route=route, holder=holder, expect=expect)
+    kube_adapter(kube).set_weights(application, weights, route=route, holder=holder, expect=expect,
+                                   lease_update=lease_update)
     return weights
 
 
@@ -87,6 +91,34 @@ def acquire_lease(
 ) -> None:
     """Record ``lease`` on the VirtualService; ReleaseLocked if another live run holds it."""
     kube_adapter(kube).take_lease(application, lease, stale=stale)
+
+
+@task(name="renew-lease", **_COMMON)
+def renew_lease(kube: KubeConfig, application: Application, holder: str, updates: dict[str, Any]) -> Lease:
+    """Record ``updates`` in ``holder``'s lease, with a fresh heartbeat."""
+    return kube_adapter(kube).renew_lease(application, holder, **updates)
+
+
+def beat(kube: KubeConfig, application: Application, holder: str) -> None:
+    """One heartbeat of ``holder``'s lease. Not a task: one every few seconds would bury the run's
+    real tasks in the Prefect UI, and the heartbeat thread retries at its next beat anyway."""
+    kube_adapter(kube).renew_lease(application, holder)
+
+
+@task(name="list-leases", **_COMMON)
+def leased_gateways(kube: KubeConfig, namespace: str | None = None) -> list[tuple[dict[str, Any], Lease]]:
+    return kube_adapter(kube).leased_gateways(namespace)
+
+
+@task(name="abort-release", **_COMMON)
+def abort_release(kube: KubeConfig, application: Application, lease: Lease) -> Weights | None:
+    """Put the lease's baseline back and drop the lease in one write: it overrides any lease."""
+    return kube_adapter(kube).abort_release(application, lease)
+
+
+@task(name="hand-over-lease", **_COMMON)
+def hand_over_lease(kube: KubeConfig, application: Application, holder: str, successor: Lease) -> None:
+    kube_adapter(kube).hand_over_lease(application, holder, successor)
 
 
 @task(name="release-lease", **_COMMON)

@@ -286,11 +286,12 @@ def test_conflict_is_retried_onto_the_other_writers_change(
 def test_conflict_after_every_retry_gives_up_leaving_the_other_writers_object(
     kube_emulator: KubeEmulator, kubeconfig: Path, reviews: Application
 ) -> None:
-    with KubeAdapter(KubeConfig(kubeconfig=str(kubeconfig), max_conflict_retries=3)) as kube:
+    with KubeAdapter(KubeConfig(kubeconfig=str(kubeconfig), max_conflict_retries=3,
+                                conflict_timeout=0)) as kube:
         kube.apply_gateway(one_route(reviews, {"v1": 100}))
         done = _other_writer(kube_emulator, times=None)
         with pytest.raises(ConflictError, match=r"VirtualService bookinfo/reviews was changed by another "
-                                                r"writer each time .* gave up after 4 attempts"):
+                                                r"writer each time .* gave up after 4 attempts in"):
             kube.set_weights(reviews, Weights({"v1": 60, "v2": 40}))
     assert done == [1, 2, 3, 4]
     vs = vs_of(kube_emulator)
