@@ -1,0 +1,1 @@
+"""`lamia doctor` (being written)."""
