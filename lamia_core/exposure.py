@@ -342,9 +342,8 @@ def service_port(service: Obj) -> int | str:
 
 
 def gateway_refs(vs: Obj) -> list[str]:
-    """The VirtualService's gateways; an absent field means the mesh only."""
-    spec = vs.get("spec") or {}
-    return list(spec["gateways"]) if "gateways" in spec else [MESH]
+    """The VirtualService's gateways; an absent field (or an empty list) means the mesh only."""
+    return list((vs.get("spec") or {}).get("gateways") or []) or [MESH]
 
 
 def _binds(refs: list[str], exposure: Exposure, vs_namespace: str) -> bool:
@@ -364,10 +363,10 @@ def bind_virtual_service(vs: Obj, exposure: Exposure) -> Obj:
     gateways_added = list(earlier.gateways_added) if earlier else []
     if exposure.kind == GATEWAY:
         refs = gateway_refs(out)
-        had_field = "gateways" in spec
+        had_field = bool(spec.get("gateways"))
         if not _binds(refs, exposure, str(meta.get("namespace") or "")):
             if not had_field:
-                # The field was absent, meaning mesh: keep mesh traffic routed by adding it explicitly.
+                # No gateways meant the mesh: keep mesh traffic routed by naming it explicitly.
                 refs = [MESH]
                 gateways_added.append(MESH)
             refs.append(exposure.ref)

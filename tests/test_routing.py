@@ -251,7 +251,8 @@ def test_a_virtual_service_applies_where_its_gateways_say() -> None:
     assert not applies(bound(None, ["reviews", "shop.example.com"]), public)
     both = bound(["mesh", "shop/reviews-gateway"], ["reviews", "shop.example.com"])
     assert applies(both, mesh) and applies(both, public)
-    assert applies(bound(["mesh", "reviews-gateway"], ["shop.example.com"]), public), "short name: own namespace"
+    short = bound(["mesh", "reviews-gateway"], ["shop.example.com"])
+    assert applies(short, public), "a short name is a gateway of the VirtualService's namespace"
     assert not applies(bound(["shop/reviews-gateway"], ["reviews"]), mesh), "bound to a gateway only"
     assert not applies(bound(["mesh", "shop/reviews-gateway"], ["reviews"]), public), "host not in hosts"
     assert not applies(both, Request(authority="shop.example.com", gateway="istio-system/public"))
