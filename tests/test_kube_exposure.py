@@ -125,7 +125,7 @@ def test_a_gateway_named_but_not_serving_the_host_is_refused_before_any_write(
     adapter, app = kube
     helm_gateway(kube_emulator, "storefront", NS, ["www.example.com"])
     count = len(writes(kube_emulator))
-    with pytest.raises(InvalidInput, match=r"Gateway shop/storefront exists and does not serve shop\.example"):
+    with pytest.raises(InvalidInput, match=r"Gateway shop/storefront exists and does not serve shop\."):
         adapter.expose(app, ExposeRequest(host=HOST, name="storefront"))
     helm_gateway(kube_emulator, "reviews-gateway", NS, ["www.example.com"])
     with pytest.raises(InvalidInput, match="name another Gateway with --gateway"):
@@ -137,7 +137,7 @@ def test_another_host_while_exposed_is_refused(kube: Any, kube_emulator: KubeEmu
     adapter, app = kube
     adapter.expose(app, ExposeRequest(host=HOST))
     count = len(writes(kube_emulator))
-    with pytest.raises(InvalidInput, match="already exposed as shop.example.com"):
+    with pytest.raises(InvalidInput, match=r"already exposed as shop\.example\.com"):
         adapter.expose(app, ExposeRequest(host="www.example.com"))
     with pytest.raises(InvalidInput, match="already exposed"):
         adapter.expose(app, ExposeRequest(host=HOST, ingress=True))
@@ -153,9 +153,11 @@ def test_an_app_without_a_gateway_cannot_be_exposed(kube_emulator: KubeEmulator,
     assert writes(kube_emulator) == []
 
 
-def test_a_running_release_keeps_expose_out_but_its_holder_may(kube: Any, kube_emulator: KubeEmulator) -> None:
+def test_a_running_release_keeps_expose_out_but_its_holder_may(
+        kube: Any, kube_emulator: KubeEmulator) -> None:
     adapter, app = kube
-    lease = Lease.new("8f14e45f-ceea-467f-a0e6-0a5d3c1e2b77", "brisk-heron", target="canary", baseline="stable")
+    lease = Lease.new("8f14e45f-ceea-467f-a0e6-0a5d3c1e2b77", "brisk-heron", target="canary",
+                      baseline="stable")
     kube_emulator.replace_object(take_lease(vs(kube_emulator), lease, app=APP))
     count = len(writes(kube_emulator))
     with pytest.raises(ReleaseLocked, match="brisk-heron"):
@@ -190,7 +192,8 @@ def test_releases_and_gateway_applies_keep_the_exposure(kube: Any, kube_emulator
     adapter, app = kube
     adapter.expose(app, ExposeRequest(host=HOST))
     adapter.set_weights(app, Weights({"stable": 50, "canary": 50}))
-    adapter.apply_gateway(Gateway(application=app, routes=(Route(weights=parse_weights("stable=0,canary=100")),)))
+    promoted = Route(weights=parse_weights("stable=0,canary=100"))
+    adapter.apply_gateway(Gateway(application=app, routes=(promoted,)))
     after = vs(kube_emulator)
     assert after["spec"]["gateways"] == ["mesh", "shop/reviews-gateway"]
     assert HOST in after["spec"]["hosts"]
