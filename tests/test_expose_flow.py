@@ -75,7 +75,8 @@ def test_the_flow_exposes_and_unexposes_under_the_lease(prefect_server: Any, fre
     assert "exposed as reviews.shop.example.com through Gateway shop/reviews-gateway (created)" in (
         state.message or "")
     gateway = sb.emulator.get_object(ISTIO_API, "Gateway", sb.namespace, "reviews-gateway")
-    assert gateway is not None and gateway["spec"]["servers"][1]["tls"]["credentialName"] == "reviews-shop-tls"
+    assert gateway is not None
+    assert gateway["spec"]["servers"][1]["tls"]["credentialName"] == "reviews-shop-tls"
     assert vs(sb)["spec"]["gateways"] == ["mesh", PUBLIC]
     assert lease_of(vs(sb)) is None, "the lease is given back"
 
