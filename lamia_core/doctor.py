@@ -379,6 +379,7 @@ def check_adoption(f: Facts) -> Check:
                 render_virtual_service(Gateway(application=app, routes=(first,)), vs)
                 notes.append(f"VirtualService {app.host}: Lamia adds its routes (give --weights)")
             else:
+                render_virtual_service(gateway, vs)  # what `lamia gateway apply` would write
                 notes.append(f"VirtualService {app.host}: default route {gateway.default_route.weights}")
         except InvalidInput as exc:
             return c("fail", str(exc), fix)
