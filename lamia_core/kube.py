@@ -56,6 +56,23 @@ from lamia_core.errors import (
     Timeout,
     Unreachable,
 )
+from lamia_core.exposure import (
+    GATEWAY,
+    INGRESS,
+    ExposeRequest,
+    Exposure,
+    bind_virtual_service,
+    default_name,
+    exposure_of,
+    find_adoptable,
+    find_adoptable_ingress,
+    is_owned_by,
+    render_gateway,
+    render_ingress,
+    serves,
+    service_port,
+    unbind_virtual_service,
+)
 from lamia_core.istio import (
     CONDITIONS_ANNOTATION,
     DESTINATION_RULE,
@@ -744,6 +761,292 @@ class KubeAdapter:
         return weights
 
 
+    # --- exposure and the doctor's reads (issue 14) ----------------------------------------------
+    # New methods only, after every existing one. Every write to the application's
+    # VirtualService from here goes through _update_app_virtual_service.
+
+    def _exposure_resource(self, kind: str) -> _Resource:
+        """The Gateway and Ingress resources, built on first use (the constructor is left as it was)."""
+        cache: dict[str, _Resource] | None = getattr(self, "_exposure_cache", None)
+        if cache is None:
+            custom = k8s.CustomObjectsApi(self.api_client)
+            self._networking = k8s.NetworkingV1Api(self.api_client)
+            net, opts = self._networking, self._opts()
+            g, v, p = ISTIO_GROUP, ISTIO_VERSION, "gateways"
+            cache = {
+                GATEWAY: _Resource(
+                    GATEWAY, True,
+                    get=lambda ns, n: custom.get_namespaced_custom_object(g, v, ns, p, n, **opts),
+                    create=lambda ns, b: custom.create_namespaced_custom_object(g, v, ns, p, b, **opts),
+                    replace=lambda ns, n, b: custom.replace_namespaced_custom_object(
+                        g, v, ns, p, n, b, **opts),
+                ),
+                INGRESS: _Resource(
+                    INGRESS, True,
+                    get=lambda ns, n: net.read_namespaced_ingress(n, ns, **opts),
+                    create=lambda ns, b: net.create_namespaced_ingress(ns, cast(Any, b), **opts),
+                    replace=lambda ns, n, b: net.replace_namespaced_ingress(n, ns, cast(Any, b), **opts),
+                ),
+            }
+            self._exposure_cache = cache
+            self._custom = custom
+        return cache[kind]
+
+    def get_gateway(self, namespace: str, name: str) -> Obj | None:
+        return self._get(self._exposure_resource(GATEWAY), namespace, name)
+
+    def list_gateways(self, namespace: str | None = None) -> list[Obj]:
+        """Istio Gateways of a namespace, or of every namespace (None)."""
+        self._exposure_resource(GATEWAY)
+        g, v, opts = ISTIO_GROUP, ISTIO_VERSION, self._opts()
+        if namespace is None:
+            listed = self._json("list", "Gateways in all namespaces",
+                                lambda: self._custom.list_cluster_custom_object(g, v, "gateways", **opts))
+        else:
+            listed = self._json("list", f"Gateways in namespace {namespace}",
+                                lambda: self._custom.list_namespaced_custom_object(
+                                    g, v, namespace, "gateways", **opts))
+        return list(listed.get("items") or [])
+
+    def get_ingress(self, namespace: str, name: str) -> Obj | None:
+        return self._get(self._exposure_resource(INGRESS), namespace, name)
+
+    def list_ingresses(self, namespace: str) -> list[Obj]:
+        self._exposure_resource(INGRESS)
+        listed = self._json("list", f"Ingresses in namespace {namespace}",
+                            lambda: self._networking.list_namespaced_ingress(namespace, **self._opts()))
+        return list(listed.get("items") or [])
+
+    def get_namespace(self, name: str) -> Obj | None:
+        return self._get(self._namespace, "", name)
+
+    def get_service(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return self._json("read", f"Service {namespace}/{name}",
+                              lambda: self._core.read_namespaced_service(name, namespace, **self._opts()))
+        except NotFound:
+            return None
+
+    def list_services(self, namespace: str) -> list[Obj]:
+        listed = self._json("list", f"Services in namespace {namespace}",
+                            lambda: self._core.list_namespaced_service(namespace, **self._opts()))
+        return list(listed.get("items") or [])
+
+    def list_deployments(self, namespace: str, selector: str) -> list[Obj]:
+        listed = self._json(
+            "list", f"Deployments labelled {selector} in namespace {namespace}",
+            lambda: self._apps.list_namespaced_deployment(namespace, label_selector=selector, **self._opts()),
+        )
+        return list(listed.get("items") or [])
+
+    def list_pods(self, namespace: str, selector: str) -> list[Obj]:
+        listed = self._json(
+            "list", f"pods labelled {selector} in namespace {namespace}",
+            lambda: self._core.list_namespaced_pod(namespace, label_selector=selector, **self._opts()),
+        )
+        return list(listed.get("items") or [])
+
+    def served_versions(self, group: str) -> list[str]:
+        """The versions the API server serves of ``group``, from discovery (empty when none)."""
+        listed = self._json("discover", "API groups",
+                            lambda: k8s.ApisApi(self.api_client).get_api_versions(**self._opts()))
+        for g in listed.get("groups") or []:
+            if g.get("name") == group:
+                return [str(v.get("version")) for v in g.get("versions") or []]
+        return []
+
+    def can_i(self, verb: str, group: str, resource: str, namespace: str | None = None,
+              as_user: str | None = None) -> tuple[bool, str]:
+        """Whether the identity in use (or ``as_user``, impersonated as ``kubectl --as`` does) may do
+        ``verb`` on ``resource``: a SelfSubjectAccessReview. Returns (allowed, the server's reason)."""
+        attrs: Obj = {"verb": verb, "group": group, "resource": resource}
+        if namespace:
+            attrs["namespace"] = namespace
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attrs}}
+        headers = {"Impersonate-User": as_user} if as_user else None
+        answer = self._json(
+            "review", f"access to {verb} {resource}" + (f" as {as_user}" if as_user else ""),
+            lambda: k8s.AuthorizationV1Api(self.api_client).create_self_subject_access_review(
+                cast(Any, body), _headers=headers, **self._opts()),
+        )
+        status = answer.get("status") or {}
+        return bool(status.get("allowed")), str(status.get("reason") or "")
+
+    def _check_holder(self, app: Application, vs: Obj | None, holder: str | None) -> None:
+        check_lease(vs, holder, app=app.name, namespace=app.namespace)
+
+    def _update_app_virtual_service(self, app: Application, mutate: Mutation,
+                                    holder: str | None) -> Obj | None:
+        """The one way the methods below write the application's VirtualService: refused
+        (ReleaseLocked) when a release lease is held by anyone but ``holder``."""
+        return self._update(self._resources[VIRTUAL_SERVICE], app.namespace, virtual_service_name(app),
+                            self._guarded(app.namespace, mutate, holder, app.name))
+
+    def expose(self, app: Application, request: ExposeRequest, holder: str | None = None) -> Exposure:
+        """Make the application reachable from outside the mesh (see :mod:`lamia_core.exposure`).
+
+        Everything is decided and checked before the first write; then the Gateway
+        or Ingress is written (when Lamia creates it), then the VirtualService.
+        Asking again for the same host is a no-op (or re-renders Lamia's own Gateway).
+        """
+        vs = self.get_object(VIRTUAL_SERVICE, app.namespace, virtual_service_name(app))
+        if vs is None:
+            raise self.no_gateway(app)
+        self._check_holder(app, vs, holder)
+        current = exposure_of(vs)
+        if current is not None and not (
+            current.host == request.host and current.kind == request.kind
+            and request.name in (None, current.name)
+        ):
+            raise InvalidInput(
+                f"application {app.name!r} in namespace {app.namespace!r} is already exposed as "
+                f"{current.describe()}; run `lamia unexpose -n {app.namespace} --app {app.name}` first"
+            )
+        plan = (self._plan_gateway if request.kind == GATEWAY else self._plan_ingress)(app, request, current)
+        bind_virtual_service(vs, plan)  # refuses here, before anything is written
+        if plan.created:
+            res = self._exposure_resource(plan.kind)
+            port = self._ingress_port(app) if plan.kind == INGRESS else 80
+
+            def render(obj: Obj | None) -> Obj:
+                if obj is not None and not is_owned_by(obj, app):
+                    raise InvalidInput(f"{plan.kind} {plan.ref} was created by someone else meanwhile; "
+                                       "Lamia leaves it alone: expose again")
+                if plan.kind == GATEWAY:
+                    return render_gateway(app, request, plan.name, obj)
+                return render_ingress(app, request, plan.name, port, obj)
+
+            self._update(res, plan.namespace, plan.name, render)
+
+        def bind(obj: Obj | None) -> Obj:
+            if obj is None:
+                raise self.no_gateway(app)
+            return bind_virtual_service(obj, plan)
+
+        written = self._update_app_virtual_service(app, bind, holder)
+        recorded = exposure_of(written)
+        assert recorded is not None  # bind always records
+        return recorded
+
+    def _ingress_port(self, app: Application) -> int | str:
+        service = self.get_service(app.namespace, app.service_name)
+        if service is None:
+            raise NotFound(f"Service {app.namespace}/{app.service_name} of application {app.name!r} "
+                           "does not exist: an Ingress needs it as its backend")
+        return service_port(service)
+
+    def _plan_gateway(self, app: Application, request: ExposeRequest, current: Exposure | None) -> Exposure:
+        def plan(namespace: str, name: str, created: bool) -> Exposure:
+            if not created and request.tls_secret:
+                raise InvalidInput(
+                    f"Gateway {namespace}/{name} already serves {request.host} and is not Lamia's: its TLS "
+                    "settings are its own; leave out --tls-secret (or name another Gateway with --gateway)"
+                )
+            return Exposure(host=request.host, kind=GATEWAY, namespace=namespace, name=name, created=created,
+                            tls_secret=request.tls_secret if created else None)
+
+        if current is not None:
+            gw = self.get_gateway(current.namespace, current.name)
+            if current.created:
+                if gw is not None and not is_owned_by(gw, app):
+                    raise InvalidInput(
+                        f"Gateway {current.ref} is no longer Lamia's: unexpose, then expose again")
+                return plan(current.namespace, current.name, True)
+            if gw is None or serves(gw, request.host, app.namespace) is None:
+                raise InvalidInput(
+                    f"the adopted Gateway {current.ref} no longer serves {request.host}; run "
+                    f"`lamia unexpose -n {app.namespace} --app {app.name}`, then expose again")
+            return plan(current.namespace, current.name, False)
+        if request.name is not None:
+            gw = self.get_gateway(app.namespace, request.name)
+            if gw is None or is_owned_by(gw, app):
+                return plan(app.namespace, request.name, True)
+            if serves(gw, request.host, app.namespace) is not None and \
+                    dict((gw.get("spec") or {}).get("selector") or {}) == request.selector:
+                return plan(app.namespace, request.name, False)
+            raise InvalidInput(
+                f"Gateway {app.namespace}/{request.name} exists and does not serve {request.host} on pods "
+                f"labelled {_labels(request.selector)}; Lamia changes no Gateway it did not create: add the "
+                "host to it, or name another with --gateway"
+            )
+        try:
+            candidates = self.list_gateways(None)
+        except Forbidden:  # no cluster-wide list: the application's namespace is what it may see
+            candidates = self.list_gateways(app.namespace)
+        found = find_adoptable(candidates, app, request)
+        if found is not None:
+            meta = found["metadata"]
+            return plan(meta["namespace"], meta["name"], is_owned_by(found, app))
+        name = default_name(app, GATEWAY)
+        gw = self.get_gateway(app.namespace, name)
+        if gw is not None and not is_owned_by(gw, app):
+            raise InvalidInput(f"Gateway {app.namespace}/{name} exists, is not Lamia's and does not serve "
+                               f"{request.host}; name another Gateway with --gateway")
+        return plan(app.namespace, name, True)
+
+    def _plan_ingress(self, app: Application, request: ExposeRequest, current: Exposure | None) -> Exposure:
+        def plan(name: str, created: bool) -> Exposure:
+            return Exposure(host=request.host, kind=INGRESS, namespace=app.namespace, name=name,
+                            created=created, tls_secret=request.tls_secret if created else None)
+
+        if current is not None:
+            return plan(current.name, current.created)
+        name = request.name or default_name(app, INGRESS)
+        existing = self.get_ingress(app.namespace, name)
+        if existing is not None and is_owned_by(existing, app):
+            return plan(name, True)
+        found = find_adoptable_ingress(self.list_ingresses(app.namespace), app, request.host)
+        if found is not None:
+            return plan(found["metadata"]["name"], is_owned_by(found, app))
+        if existing is not None:
+            raise InvalidInput(f"Ingress {app.namespace}/{name} exists, is not Lamia's and does not route "
+                               f"{request.host}; name another with --gateway")
+        return plan(name, True)
+
+    def unexpose(self, app: Application, holder: str | None = None) -> Exposure | None:
+        """Remove what :meth:`expose` added; None when the application is not exposed."""
+        vs = self.get_object(VIRTUAL_SERVICE, app.namespace, virtual_service_name(app))
+        exposure = exposure_of(vs)
+        if exposure is None:
+            return None
+        self._check_holder(app, vs, holder)
+        self._update_app_virtual_service(
+            app, lambda cur: None if cur is None else unbind_virtual_service(cur), holder)
+        if exposure.created:
+            self._delete_owned(exposure.kind, exposure.namespace, exposure.name, app)
+        return exposure
+
+    def _delete_owned(self, kind: str, namespace: str, name: str, app: Application) -> bool:
+        """Delete a Gateway or Ingress if it is still the one Lamia created for ``app``, carrying the
+        resourceVersion read so that a change made since is never deleted unseen."""
+        res = self._exposure_resource(kind)
+        what = self._what(res, namespace, name)
+        for _ in range(self.config.max_conflict_retries + 1):
+            obj = self._get(res, namespace, name)
+            if obj is None or not is_owned_by(obj, app):
+                return False
+            try:
+                self._json("delete", what, self._deletion(kind, namespace, name,
+                                                          obj["metadata"]["resourceVersion"]))
+                return True
+            except NotFound:
+                return False
+            except ConflictError:
+                continue
+        raise ConflictError(f"{what} kept changing while Lamia tried to delete it")
+
+    def _deletion(self, kind: str, namespace: str, name: str, resource_version: str) -> Callable[[], Any]:
+        """The delete call, only if the object is still at ``resource_version`` (else 409)."""
+        body: Any = {"apiVersion": "v1", "kind": "DeleteOptions",
+                     "preconditions": {"resourceVersion": resource_version}}
+        opts = self._opts()
+        if kind == GATEWAY:
+            return lambda: self._custom.delete_namespaced_custom_object(
+                ISTIO_GROUP, ISTIO_VERSION, namespace, "gateways", name, body=body, **opts)
+        return lambda: self._networking.delete_namespaced_ingress(name, namespace, body=body, **opts)
+
+
 def _forget_conditions(vs: Obj, routes: tuple[str, ...]) -> Obj:
     """``vs`` without the recorded condition texts of ``routes`` whose Lamia route is gone."""
     conditions = conditions_of(vs)
@@ -778,3 +1081,8 @@ def last_writer(obj: Obj) -> str | None:
     if tools:
         parts.append(f"object annotated by {', '.join(tools)}")
     return "; ".join(parts) or None
+
+
+
+def _labels(selector: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector.items())

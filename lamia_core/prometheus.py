@@ -114,6 +114,8 @@ class PrometheusAdapter:
         headers = dict(config.headers)
         if config.bearer_token:
             headers["Authorization"] = f"Bearer {config.bearer_token}"
+        self._session = session
+        self._headers = headers
         self._client = PrometheusConnect(
             url=config.url,
             headers=headers or None,
@@ -196,6 +198,17 @@ class PrometheusAdapter:
         if status == 429 or status >= 500:
             raise ServerError(msg)
         raise QueryError(msg)
+
+    def config_text(self) -> str:
+        """Prometheus' configuration as it runs it (``/api/v1/status/config``), defaults filled in."""
+        what = "its configuration (/api/v1/status/config)"
+
+        def fetch() -> str:
+            response = self._session.get(f"{self.url}/api/v1/status/config", headers=self._headers,
+                                         timeout=self.config.timeout)
+            return str(response.json()["data"]["yaml"])
+
+        return self._call(what, fetch)
 
     # --- Lamia's metrics ----------------------------------------------------------------------
 

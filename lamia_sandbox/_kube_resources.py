@@ -1,8 +1,13 @@
-"""The resource types the Kubernetes emulator serves, and its discovery documents."""
+"""The resource types the Kubernetes emulator serves, and its discovery documents.
+
+A :class:`Catalog` is what one emulator serves: every resource below, with the
+versions of some groups narrowed (an older Istio that serves no ``v1``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 ISTIO_GROUP = "networking.istio.io"
@@ -27,6 +32,8 @@ class Resource:
     returns_deleted: bool = False
     #: Has ``metadata.generation``, bumped by changes outside metadata and status.
     generation: bool = False
+    #: Verbs discovery lists; a review kind (SelfSubjectAccessReview) is create-only and never stored.
+    verbs: tuple[str, ...] = tuple(VERBS)
 
     @property
     def singular(self) -> str:
@@ -61,63 +68,96 @@ RESOURCES: tuple[Resource, ...] = (
              custom=True, status_subresource=True, generation=True),
     Resource(ISTIO_GROUP, ISTIO_VERSIONS, "gateways", "Gateway", short_names=("gw",),
              custom=True, status_subresource=True, generation=True),
+    Resource("networking.k8s.io", ("v1",), "ingresses", "Ingress", short_names=("ing",),
+             status_subresource=True, generation=True),
+    Resource("authorization.k8s.io", ("v1",), "selfsubjectaccessreviews", "SelfSubjectAccessReview",
+             namespaced=False, verbs=("create",)),
 )
+
+#: Kinds that are answered, not stored.
+REVIEWS = frozenset({"SelfSubjectAccessReview"})
+
+
+class Catalog:
+    """The resources one emulator serves; ``versions`` narrows some groups, e.g. to an older Istio's."""
+
+    def __init__(self, versions: Mapping[str, tuple[str, ...]] | None = None) -> None:
+        self.set_versions(versions or {})
+
+    def set_versions(self, versions: Mapping[str, tuple[str, ...]]) -> None:
+        if "" in versions:
+            raise ValueError("the core group's versions cannot be narrowed")
+        served = []
+        for r in RESOURCES:
+            if r.group in versions:
+                unknown = set(versions[r.group]) - set(r.versions)
+                if unknown or not versions[r.group]:
+                    raise ValueError(f"group {r.group!r} cannot serve versions {sorted(versions[r.group])}")
+                r = replace(r, versions=tuple(v for v in r.versions if v in versions[r.group]))
+            served.append(r)
+        self.resources: tuple[Resource, ...] = tuple(served)
+
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        """Group name ("" for core) to its versions, preferred first."""
+        out: dict[str, tuple[str, ...]] = {}
+        for r in self.resources:
+            out.setdefault(r.group, r.versions)
+        return out
+
+    def find(self, group: str, version: str, plural: str) -> Resource | None:
+        for r in self.resources:
+            if r.group == group and r.plural == plural and version in r.versions:
+                return r
+        return None
+
+    def group_versions(self, group: str) -> list[dict[str, str]]:
+        return [{"groupVersion": f"{group}/{v}" if group else v, "version": v} for v in self.groups()[group]]
+
+    def api_group(self, group: str) -> dict[str, Any]:
+        versions = self.group_versions(group)
+        return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions,
+                "preferredVersion": versions[0]}
+
+    def api_group_list(self) -> dict[str, Any]:
+        named = [self.api_group(g) for g in self.groups() if g]
+        for g in named:
+            del g["kind"], g["apiVersion"]
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": named}
+
+    def api_resource_list(self, group: str, version: str) -> dict[str, Any] | None:
+        served = [r for r in self.resources if r.group == group and version in r.versions]
+        if not served:
+            return None
+        resources = []
+        for r in served:
+            entry: dict[str, Any] = {"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
+                                     "kind": r.kind, "verbs": list(r.verbs)}
+            if r.short_names:
+                entry["shortNames"] = list(r.short_names)
+            resources.append(entry)
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": served[0].api_version(version),
+                "resources": resources}
+
+
+_DEFAULT = Catalog()
 
 
 def groups() -> dict[str, tuple[str, ...]]:
-    """Group name ("" for core) to its versions, preferred first."""
-    out: dict[str, tuple[str, ...]] = {}
-    for r in RESOURCES:
-        out.setdefault(r.group, r.versions)
-    return out
+    """Group name ("" for core) to its versions, preferred first, when every version is served."""
+    return _DEFAULT.groups()
 
 
 def find(group: str, version: str, plural: str) -> Resource | None:
-    for r in RESOURCES:
-        if r.group == group and r.plural == plural and version in r.versions:
-            return r
-    return None
+    return _DEFAULT.find(group, version, plural)
 
 
 def by_api_version(api_version: str, kind: str) -> tuple[Resource, str]:
     """The resource and version for an object's ``apiVersion`` and ``kind``; ValueError when not served."""
     group, _, version = api_version.rpartition("/")
     for r in RESOURCES:
-        if r.group == group and r.kind == kind and version in r.versions:
+        if r.group == group and r.kind == kind and version in r.versions and kind not in REVIEWS:
             return r, version
     raise ValueError(f"the emulator does not serve kind {kind!r} in apiVersion {api_version!r}")
-
-
-def group_versions(group: str) -> list[dict[str, str]]:
-    return [{"groupVersion": f"{group}/{v}" if group else v, "version": v} for v in groups()[group]]
-
-
-def api_group(group: str) -> dict[str, Any]:
-    versions = group_versions(group)
-    return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions,
-            "preferredVersion": versions[0]}
-
-
-def api_group_list() -> dict[str, Any]:
-    named = [api_group(g) for g in groups() if g]
-    for g in named:
-        del g["kind"], g["apiVersion"]
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": named}
-
-
-def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
-    served = [r for r in RESOURCES if r.group == group and version in r.versions]
-    if not served:
-        return None
-    resources = []
-    for r in served:
-        entry: dict[str, Any] = {"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
-                                 "kind": r.kind, "verbs": VERBS}
-        if r.short_names:
-            entry["shortNames"] = list(r.short_names)
-        resources.append(entry)
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": served[0].api_version(version),
-            "resources": resources}
 
 
 VERSION_INFO = {

@@ -30,7 +30,7 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # What create leaves in .status where a /status subresource owns it; absent kinds get none.
 _STATUS_ON_CREATE: dict[str, Obj] = {
     "Namespace": {"phase": "Active"}, "Service": {"loadBalancer": {}}, "Pod": {"phase": "Pending"},
-    "Deployment": {},
+    "Deployment": {}, "Ingress": {"loadBalancer": {}},
 }
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"

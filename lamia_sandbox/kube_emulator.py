@@ -1,10 +1,16 @@
 """A Kubernetes API server emulator over real HTTP, as strict as a cluster where Lamia relies on it.
 
-Serves namespaces, services, pods, configmaps, deployments, leases and the
-Istio ``networking.istio.io`` virtualservices, destinationrules and gateways
-(v1, v1beta1, v1alpha3 over one storage), plus discovery, to the official
-``kubernetes`` client. Faithful: a global resourceVersion bumped by every
-write that changes something (a no-op write changes nothing, as in etcd),
+Serves namespaces, services, pods, configmaps, deployments, leases, Ingresses
+(``networking.k8s.io/v1``) and the Istio ``networking.istio.io``
+virtualservices, destinationrules and gateways (v1, v1beta1, v1alpha3 over one
+storage, or fewer: :meth:`KubeEmulator.serve_versions` plays an older Istio),
+plus discovery, to the official ``kubernetes`` client. It answers
+SelfSubjectAccessReviews and refuses requests (403) by RBAC rules a test sets
+(:meth:`KubeEmulator.set_access`; everything is allowed by default), for the
+requester or a user it impersonates (``Impersonate-User``, as ``kubectl --as``).
+
+Faithful: a global resourceVersion bumped by every write that changes
+something (a no-op write changes nothing, as in etcd),
 ``generation`` bumped by changes outside metadata and status, optimistic
 concurrency (409 Conflict on a stale resourceVersion), the API server's
 ``Status`` bodies and codes, label and field selectors, merge and JSON patch.
@@ -24,7 +30,9 @@ a JSON merge patch (lists are replaced, not merged by key; ``$patch``
 directives are not read); no watch, pagination (``limit`` is ignored and the
 whole list comes back), server-side apply, subresources (``/status``,
 ``/scale``), spec schema validation or field pruning; deletion is immediate
-(no finalizers, grace periods or Terminating namespaces); no authentication.
+(no finalizers, grace periods or Terminating namespaces); no authentication
+(every request is :data:`DEFAULT_USER`'s unless it impersonates), no admission
+webhooks (seeding plays Istio's sidecar injector, see :mod:`lamia_sandbox.seed`).
 
 Run ``python -m lamia_sandbox.kube_emulator --port N --kubeconfig PATH
 [--seed-app NS:APP:v1,v2]`` to serve in the foreground until SIGTERM/SIGINT.
@@ -51,6 +59,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import yaml
 
 from lamia_sandbox import _kube_resources as kr
+from lamia_sandbox._kube_access import (
+    DEFAULT_USER,
+    AccessRules,
+    Rule,
+    forbidden_message,
+    impersonation_refused,
+    verb_of,
+)
 from lamia_sandbox._kube_selectors import parse_field_selector, parse_label_selector
 from lamia_sandbox._kube_store import (
     JSON_PATCH,
@@ -86,6 +102,8 @@ class KubeEmulator:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host, self.port = host, port
         self.store = Store()
+        self.catalog = kr.Catalog()
+        self.access = AccessRules()
         #: (method, path without query) of every request, in arrival order.
         self.requests: list[tuple[str, str]] = []
         self._failures: list[_Failure] = []
@@ -164,6 +182,14 @@ class KubeEmulator:
                    name: str) -> dict[str, Any] | None:
         return self.store.get(api_version, kind, namespace, name)
 
+    def delete_object(self, api_version: str, kind: str, namespace: str | None, name: str) -> None:
+        """Delete an object as another writer would (KeyError when it does not exist)."""
+        res, version = kr.by_api_version(api_version, kind)
+        try:
+            self.store.delete(res, version, namespace, name, None, dry_run=False)
+        except ApiError as exc:
+            raise KeyError(str(exc)) from None
+
     def list_objects(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
         res, version = kr.by_api_version(api_version, kind)
         return self.store.select(res, version, namespace)
@@ -185,11 +211,30 @@ class KubeEmulator:
         """
         self._hook = hook
 
+    def serve_versions(self, group: str, versions: tuple[str, ...] | None) -> None:
+        """Serve only ``versions`` of ``group`` (None: all again), e.g. an Istio older than 1.22 serves
+        ``networking.istio.io`` as v1beta1 and v1alpha3 only. Stored objects stay as they are."""
+        with self.store.lock:
+            overrides = {r.group: r.versions for r in self.catalog.resources
+                         if r.group and r.versions != kr.groups()[r.group]}
+            if versions is None:
+                overrides.pop(group, None)
+            else:
+                overrides[group] = tuple(versions)
+            self.catalog.set_versions(overrides)
+
+    def set_access(self, rules: list[Rule] | None, *, user: str = DEFAULT_USER) -> None:
+        """Let ``user`` do only what ``rules`` grant (RBAC PolicyRules; a rule with the extra key
+        ``namespace`` grants in that namespace only); None lets ``user`` do everything again."""
+        self.access.set(user, rules)
+
     # --- request handling ----------------------------------------------------------------------
 
     def handle(self, method: str, target: str, content_type: str,
-               raw: bytes, user_agent: str = "") -> tuple[int, Obj, dict[str, str]]:
-        """Status code, JSON body and extra headers for one request."""
+               raw: bytes, impersonate: str | None = None,
+               user_agent: str = "") -> tuple[int, Obj, dict[str, str]]:
+        """Status code, JSON body and extra headers for one request (``impersonate``: the
+        ``Impersonate-User`` header)."""
         url = urlsplit(target)
         path = url.path
         with self.store.lock:
@@ -207,7 +252,12 @@ class KubeEmulator:
             if method in _WRITES and not query.get("fieldManager"):
                 # The API server's default: the client's User-Agent up to its first '/'.
                 query["fieldManager"] = [user_agent.split("/", 1)[0][:128] or "unknown"]
-            code, doc = self._route(method, path, query, content_type, raw)
+            user = DEFAULT_USER
+            if impersonate:
+                if not self.access.may_impersonate(DEFAULT_USER, impersonate):
+                    raise ApiError(403, "Forbidden", impersonation_refused(DEFAULT_USER, impersonate))
+                user = impersonate
+            code, doc = self._route(method, path, query, content_type, raw, user)
             return code, doc, {}
         except ApiError as exc:
             return exc.code, exc.status, {}
@@ -224,7 +274,8 @@ class KubeEmulator:
         return failure.status, error.status, headers
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], content_type: str,
-               raw: bytes) -> tuple[int, Obj]:
+               raw: bytes, user: str = DEFAULT_USER) -> tuple[int, Obj]:
+        catalog = self.catalog
         segs = [unquote(s) for s in path.split("/") if s]
         if segs == ["version"]:
             return self._discovery(method, dict(kr.VERSION_INFO))
@@ -237,19 +288,19 @@ class KubeEmulator:
                                                      f"{self.host}:{self.port}"}]})
         elif segs[:1] == ["apis"]:
             if len(segs) == 1:
-                return self._discovery(method, kr.api_group_list())
+                return self._discovery(method, catalog.api_group_list())
             group, rest = segs[1], segs[2:]
-            if group not in kr.groups() or not group:
+            if group not in catalog.groups() or not group:
                 raise _no_such_path()
             if not rest:
-                return self._discovery(method, kr.api_group(group))
+                return self._discovery(method, catalog.api_group(group))
         else:
             raise _no_such_path()
         version, rest = rest[0], rest[1:]
-        if version not in kr.groups().get(group, ()):
+        if version not in catalog.groups().get(group, ()):
             raise _no_such_path()
         if not rest:
-            listing = kr.api_resource_list(group, version)
+            listing = catalog.api_resource_list(group, version)
             if listing is None:
                 raise _no_such_path()
             return self._discovery(method, listing)
@@ -258,12 +309,52 @@ class KubeEmulator:
             namespace, rest = rest[1], rest[2:]
         if len(rest) > 2:
             raise _no_such_path()  # subresources are not served
-        res = kr.find(group, version, rest[0])
+        res = catalog.find(group, version, rest[0])
         name = rest[1] if len(rest) == 2 else None
         if res is None or (namespace is not None and not res.namespaced) or (
                 res.namespaced and namespace is None and name is not None):
             raise _no_such_path()
+        if res.kind in kr.REVIEWS:
+            if method != "POST" or name is not None:
+                raise _method_not_allowed(method)
+            return self._review(user, res, version, _parse(raw))
+        verb = verb_of(method, name is not None)
+        if not self.access.allows(user, verb, res.group, res.plural, namespace, name):
+            raise ApiError(403, "Forbidden", forbidden_message(user, verb, res, namespace, name),
+                           {"name": name or "", **({"group": res.group} if res.group else {}),
+                            "kind": res.plural})
         return self._resource(method, res, version, namespace, name, query, content_type, raw, path)
+
+    def _review(self, user: str, res: kr.Resource, version: str, body: Any) -> tuple[int, Obj]:
+        """A SelfSubjectAccessReview answered from the rules set for ``user`` (anyone may ask)."""
+        if not isinstance(body, dict) or body.get("kind") not in (None, res.kind):
+            raise bad_request(f"the body must be a {res.kind}")
+        spec = body.get("spec")
+        attrs = spec.get("resourceAttributes") if isinstance(spec, dict) else None
+        if not isinstance(spec, dict) or (attrs is None) == (spec.get("nonResourceAttributes") is None):
+            raise ApiError(422, "Invalid", f'{res.qualified_kind} "" is invalid: spec.resourceAttributes: '
+                           "Invalid value: \"null\": exactly one of nonResourceAttributes or "
+                           "resourceAttributes must be specified")
+        if attrs is None:
+            allowed = self.access.allows(user, str(spec["nonResourceAttributes"].get("verb", "")),
+                                         "", str(spec["nonResourceAttributes"].get("path", "")))
+            reason = ""
+        else:
+            resource = str(attrs.get("resource") or "")
+            if attrs.get("subresource"):
+                resource += "/" + str(attrs["subresource"])
+            verb = str(attrs.get("verb") or "")
+            if not verb:
+                raise ApiError(422, "Invalid", f'{res.qualified_kind} "" is invalid: '
+                               "spec.resourceAttributes.verb: Required value")
+            allowed = self.access.allows(user, verb, str(attrs.get("group") or ""), resource,
+                                         attrs.get("namespace") or None, attrs.get("name") or None)
+            reason = "" if allowed else f"no RBAC rule of the Lamia emulator lets {user} {verb} {resource}"
+        status: Obj = {"allowed": allowed}
+        if reason:
+            status["reason"] = reason
+        return 201, {"kind": res.kind, "apiVersion": res.api_version(version),
+                     "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}
 
     @staticmethod
     def _discovery(method: str, doc: Obj) -> tuple[int, Obj]:
@@ -408,7 +499,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             code, doc, headers = self.server.emulator.handle(
                 self.command, self.path, self.headers.get("Content-Type", ""), raw,
-                self.headers.get("User-Agent", ""))
+                self.headers.get("Impersonate-User"), self.headers.get("User-Agent", ""))
         except Exception as exc:  # a bug here must still answer, or the client hangs
             log.exception("kube emulator failed on %s %s", self.command, self.path)
             code, doc, headers = 500, ApiError(500, "InternalError", f"emulator error: {exc!r}").status, {}

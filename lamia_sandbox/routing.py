@@ -6,6 +6,12 @@ the entries ORed, a route without ``match`` matches everything), then a
 destination by weight. Regexes are RE2 and must match the whole value, as
 Envoy's ``safe_regex`` does. A header match without a value (``{}``) checks
 presence; in ``withoutHeaders`` it checks absence.
+
+:func:`applies` says whether Istio uses a VirtualService for a request at all:
+its ``gateways`` must name where the request comes in (``mesh`` for sidecars,
+the default when the field is absent; ``NS/NAME`` or, in the VirtualService's
+own namespace, ``NAME`` for a Gateway), and at a Gateway its ``hosts`` must
+cover the request's Host (authority).
 """
 
 from __future__ import annotations
@@ -42,6 +48,28 @@ class Request:
             if k.lower() == name:
                 return v
         return None
+
+
+MESH = "mesh"
+
+
+def host_covers(pattern: str, host: str) -> bool:
+    """Whether a VirtualService host (exact, ``*.example.com`` or ``*``) covers a request's Host."""
+    host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    pattern, host = pattern.lower(), host.lower()
+    if pattern == "*" or pattern == host:
+        return True
+    return pattern.startswith("*.") and host.endswith(pattern[1:])
+
+
+def applies(virtual_service: Mapping[str, Any], req: Request) -> bool:
+    """Whether Istio applies ``virtual_service`` to ``req`` (see the module docstring)."""
+    spec = virtual_service.get("spec", virtual_service)
+    namespace = str((virtual_service.get("metadata") or {}).get("namespace") or "")
+    refs = {g if g == MESH or "/" in g else f"{namespace}/{g}" for g in (spec.get("gateways") or [MESH])}
+    if req.gateway not in refs:
+        return False
+    return req.gateway == MESH or any(host_covers(str(h), req.authority) for h in spec.get("hosts") or [])
 
 
 class Choice(NamedTuple):

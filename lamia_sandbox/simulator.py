@@ -9,6 +9,15 @@ Istio's destination sidecar does: ``istio_requests_total`` and the
 buckets, served for Prometheus on a loopback port. Without a VirtualService the
 Service spreads requests evenly over the versions' pods, as Kubernetes does.
 
+Requests come from inside the mesh and, after :meth:`TrafficSimulator.set_public_traffic`,
+a share of them from outside through an Istio Gateway with a public Host
+header. Each is routed by the VirtualService only where Istio would apply it
+(:func:`lamia_sandbox.routing.applies`): bound to ``mesh`` (or to no gateway) for
+mesh requests, bound to that Gateway with the host in ``hosts`` for public
+ones. A mesh request the VirtualService does not apply to goes to the Service
+as above; a public one finds no route at the ingress gateway (404) and counts as
+unrouted.
+
 It also keeps exact counts (:meth:`TrafficSimulator.counts`) for tests to
 compare with what Prometheus reports.
 
@@ -40,7 +49,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field
 
-from lamia_sandbox.routing import NoRoute, Request, choose
+from lamia_sandbox.routing import MESH, NoRoute, Request, applies, choose
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +128,8 @@ class Outcome:
     version: str
     code: int
     latency_ms: float
+    gateway: str = MESH
+    """Where the request came in: ``mesh``, or the Gateway (``NS/NAME``) of public traffic."""
 
 
 GatewaySource = Callable[[], Mapping[str, Any] | None]
@@ -200,7 +211,10 @@ class TrafficSimulator:
         self.set_rate(rate)
         self._series: dict[tuple[str, int], _Series] = {}
         self._by_route: dict[tuple[str, str], int] = {}
+        self._by_gateway: dict[tuple[str, str], int] = {}
         self._unrouted = 0
+        self._unrouted_by_gateway: dict[str, int] = {}
+        self._public: tuple[str, str, float] | None = None
         self._round_robin = 0
         self._vs: Mapping[str, Any] | None = None
         self._vs_read_at = -math.inf
@@ -241,6 +255,27 @@ class TrafficSimulator:
         with self._lock:
             self._rate = float(rate)
 
+    def set_public_traffic(self, host: str | None, gateway: str = "", share: float = 0.5) -> None:
+        """Send ``share`` of the requests through the Gateway ``gateway`` (``NS/NAME``) with Host
+        ``host``, as users outside the mesh would; ``host`` None stops public traffic."""
+        if host is None:
+            with self._lock:
+                self._public = None
+            return
+        if "/" not in gateway or not 0.0 <= share <= 1.0:
+            raise ValueError(f"public traffic needs a gateway NS/NAME and a share in [0, 1], got "
+                             f"{gateway!r} and {share!r}")
+        with self._lock:
+            self._public = (host, gateway, float(share))
+
+    def public_request(self) -> Request:
+        """A request from outside the mesh, through the Gateway set by :meth:`set_public_traffic`."""
+        with self._lock:
+            public = self._public
+        if public is None:
+            raise RuntimeError("no public traffic set: call set_public_traffic() first")
+        return self._request(authority=public[0], gateway=public[1], source="istio-ingressgateway")
+
     def refresh_gateway(self) -> Mapping[str, Any] | None:
         """Read the VirtualService now."""
         try:
@@ -266,18 +301,29 @@ class TrafficSimulator:
         return self._rng.choices(values, weights)[0]
 
     def make_request(self) -> Request:
+        """The next request: through the public Gateway for its share of them, else from the mesh."""
+        with self._lock:
+            public = self._public
+        if public is not None and self._rng.random() < public[2]:
+            return self._request(authority=public[0], gateway=public[1], source="istio-ingressgateway")
+        return self._request(authority=self.app, gateway=MESH, source=self.source_workload)
+
+    def _request(self, *, authority: str, gateway: str, source: str) -> Request:
         uas, cookies, paths, methods = self._dists
         headers = {"user-agent": self._draw(uas)}
         cookie = self._draw(cookies)
         if cookie:
             headers["cookie"] = cookie
+        if gateway != MESH:
+            headers["host"] = authority
         return Request(
             headers=headers,
             path=self._draw(paths),
             method=self._draw(methods),
-            authority=self.app,
-            source_labels={"app": self.source_workload},
+            authority=authority,
+            source_labels={"app": source},
             source_namespace=self.source_namespace,
+            gateway=gateway,
         )
 
     def handle(self, request: Request) -> Outcome | None:
@@ -289,7 +335,11 @@ class TrafficSimulator:
 
     def _answer(self, request: Request, vs: Mapping[str, Any] | None) -> Outcome | None:
         with self._lock:
-            if vs is None:
+            if request.gateway != MESH and (vs is None or not applies(vs, request)):
+                # The ingress gateway has no route for this host: Envoy answers 404 itself.
+                self._count_unrouted(request)
+                return None
+            if vs is None or not applies(vs, request):
                 versions = sorted(self._behaviour)
                 route, version = SERVICE_ROUTE, versions[self._round_robin % len(versions)]
                 self._round_robin += 1
@@ -297,7 +347,7 @@ class TrafficSimulator:
                 try:
                     route, subset = choose(vs, request, self._rng)
                 except NoRoute:
-                    self._unrouted += 1
+                    self._count_unrouted(request)
                     return None
                 if subset is None:
                     versions = sorted(self._behaviour)
@@ -306,14 +356,20 @@ class TrafficSimulator:
                 elif subset in self._behaviour:
                     version = subset
                 else:  # a subset without pods: the sidecar answers 503 itself, no destination reports it
-                    self._unrouted += 1
+                    self._count_unrouted(request)
                     return None
             b = self._behaviour[version]
             code = b.error_code if self._rng.random() < b.error_rate else 200
             latency = b.latency_ms_median * math.exp(b.latency_sigma * self._rng.gauss(0.0, 1.0))
             self._series.setdefault((version, code), _Series()).observe(latency)
             self._by_route[(route, version)] = self._by_route.get((route, version), 0) + 1
-            return Outcome(route, version, code, latency)
+            key = (request.gateway, version)
+            self._by_gateway[key] = self._by_gateway.get(key, 0) + 1
+            return Outcome(route, version, code, latency, request.gateway)
+
+    def _count_unrouted(self, request: Request) -> None:
+        self._unrouted += 1
+        self._unrouted_by_gateway[request.gateway] = self._unrouted_by_gateway.get(request.gateway, 0) + 1
 
     def step(self, n: int = 1) -> list[Outcome | None]:
         """Generate and handle ``n`` requests now, without the background thread."""
@@ -332,6 +388,8 @@ class TrafficSimulator:
             {"total": int, "unrouted": int,
              "by_version": {version: int},
              "by_route": {route: {version: int}},
+             "by_gateway": {"mesh" or "NS/NAME": {version: int}},
+             "unrouted_by_gateway": {"mesh" or "NS/NAME": int},
              "by_version_code": {version: {code: int}}}
         """
         with self._lock:
@@ -343,11 +401,16 @@ class TrafficSimulator:
             by_route: dict[str, dict[str, int]] = {}
             for (r, v), n in sorted(self._by_route.items()):
                 by_route.setdefault(r, {})[v] = n
+            by_gateway: dict[str, dict[str, int]] = {}
+            for (g, v), n in sorted(self._by_gateway.items()):
+                by_gateway.setdefault(g, {})[v] = n
             return {
                 "total": sum(by_version.values()),
                 "unrouted": self._unrouted,
                 "by_version": by_version,
                 "by_route": by_route,
+                "by_gateway": by_gateway,
+                "unrouted_by_gateway": dict(sorted(self._unrouted_by_gateway.items())),
                 "by_version_code": by_code,
             }
 

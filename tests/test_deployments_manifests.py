@@ -13,6 +13,8 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
+from lamia_core.doctor import NEEDED_ACCESS, OPTIONAL_ACCESS
+from lamia_core.exposure import ExposeRequest
 from lamia_core.kube import KubeAdapter, KubeConfig
 from lamia_core.models import Gateway, Route, Weights, parse_weights
 from lamia_sandbox.kube_emulator import KubeEmulator
@@ -41,6 +43,11 @@ ADAPTER_NEEDS: set[Grant] = {
     ("networking.istio.io", "destinationrules", "get"),
     ("networking.istio.io", "destinationrules", "create"),
     ("networking.istio.io", "destinationrules", "update"),
+    ("", "services", "get"),  # read_namespaced_service: the port an Ingress sends traffic to
+    ("", "pods", "list"),  # list_namespaced_pod: the doctor's sidecar check
+    *{("networking.istio.io", "gateways", v) for v in ("get", "list", "create", "update", "delete")},
+    *{("networking.k8s.io", "ingresses", v) for v in ("get", "list", "create", "update", "delete")},
+    ("authorization.k8s.io", "selfsubjectaccessreviews", "create"),  # the doctor's access check
 }
 
 #: What the Prefect Kubernetes worker does in its namespace: submit Jobs, follow their Pods and logs.
@@ -176,6 +183,12 @@ def test_cluster_role_grants_exactly_what_the_adapter_needs() -> None:
     assert granted - ADAPTER_NEEDS == set(), "more than Lamia uses"
 
 
+def test_the_doctor_checks_exactly_what_the_adapter_needs() -> None:
+    checked = {(group, resource, verb) for group, resource, verb in (*NEEDED_ACCESS, *OPTIONAL_ACCESS)}
+    # An access review cannot tell whether access reviews are allowed; every user may make them.
+    assert checked == ADAPTER_NEEDS - {("authorization.k8s.io", "selfsubjectaccessreviews", "create")}
+
+
 def test_lamia_service_account_holds_the_cluster_role() -> None:
     binding = find(load("rbac.yaml"), "ClusterRoleBinding", "lamia")
     assert binding["roleRef"] == {
@@ -230,6 +243,15 @@ def test_adapter_needs_are_what_it_uses(tmp_path: Path) -> None:
             seed_application(emulator, "shop", "cart", ["v3"])
             app = adapter.discover_application("shop", "cart")
             adapter.apply_gateway(Gateway(application=app, routes=(Route(weights=parse_weights("v1=100")),)))
+            # Exposing through a Gateway and an Ingress, and undoing both.
+            for ingress in (False, True):
+                adapter.expose(app, ExposeRequest(host="cart.example.com", ingress=ingress))
+                # Again with TLS: Lamia's own Gateway or Ingress is updated.
+                adapter.expose(app, ExposeRequest(host="cart.example.com", ingress=ingress, tls_secret="tls"))
+                adapter.unexpose(app)
+            # The doctor's reads.
+            adapter.list_pods("shop", "app=cart")
+            adapter.can_i("update", "networking.istio.io", "virtualservices", "shop")
             used = {g for g in (rbac_of(m, p) for m, p in emulator.requests) if g is not None}
         finally:
             adapter.close()

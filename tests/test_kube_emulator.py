@@ -114,7 +114,8 @@ def test_discovery_serves_every_group_and_resource(kube_api_client: client.ApiCl
     assert client.VersionApi(kube_api_client).get_code().major == "1"
     groups = client.ApisApi(kube_api_client).get_api_versions()
     assert {g.name: [v.version for v in g.versions] for g in groups.groups} == {
-        "apps": ["v1"], "coordination.k8s.io": ["v1"], G: ["v1", "v1beta1", "v1alpha3"]}
+        "apps": ["v1"], "coordination.k8s.io": ["v1"], G: ["v1", "v1beta1", "v1alpha3"],
+        "networking.k8s.io": ["v1"], "authorization.k8s.io": ["v1"]}
     core = {r.name: r for r in client.CoreV1Api(kube_api_client).get_api_resources().resources}
     assert set(core) == {"namespaces", "services", "pods", "configmaps"}
     assert not core["namespaces"].namespaced and core["services"].namespaced
@@ -729,3 +730,115 @@ def test_command_line_rejects_a_bad_seed(tmp_path: Path) -> None:
                             cwd=ROOT, capture_output=True, text=True, timeout=30,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 2 and "NAMESPACE:APP:VERSION" in result.stderr
+
+
+# --- older Istio, Ingresses, pods with sidecars, access reviews ----------------------------------
+
+
+def test_an_older_istio_serves_no_v1(kube_emulator: KubeEmulator, kube_api_client: client.ApiClient,
+                                     custom: client.CustomObjectsApi) -> None:
+    create_vs(custom, vs_body("cart"))
+    kube_emulator.serve_versions(G, ("v1beta1", "v1alpha3"))
+    groups = {g.name: [v.version for v in g.versions]
+              for g in client.ApisApi(kube_api_client).get_api_versions().groups}
+    assert groups[G] == ["v1beta1", "v1alpha3"]
+    assert api_error(lambda: get_vs(custom))[0] == 404
+    old = custom.get_namespaced_custom_object(G, "v1beta1", "default", VS, "cart")
+    assert old["apiVersion"] == f"{G}/v1beta1" and old["spec"]["hosts"] == ["cart"]
+    assert raw(kube_emulator, "GET", f"/apis/{G}/v1")[0] == 404
+    kube_emulator.serve_versions(G, None)
+    assert get_vs(custom)["metadata"]["name"] == "cart"
+    with pytest.raises(ValueError, match="cannot serve"):
+        kube_emulator.serve_versions(G, ("v2",))
+
+
+def test_ingresses_are_served_as_a_built_in_kind(kube_api_client: client.ApiClient) -> None:
+    net = client.NetworkingV1Api(kube_api_client)
+    body = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "shop", "namespace": "default"},
+            "spec": {"ingressClassName": "istio", "rules": [{"host": "shop.example.com", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": "cart", "port": {"number": 80}}}}]}}]}}
+    created = net.create_namespaced_ingress("default", body)
+    assert created.metadata.generation == 1 and created.spec.ingress_class_name == "istio"
+    listed = net.list_namespaced_ingress("default").items
+    assert [i.spec.rules[0].host for i in listed] == ["shop.example.com"]
+    net.delete_namespaced_ingress("shop", "default")
+    assert api_error(lambda: net.read_namespaced_ingress("shop", "default"))[0] == 404
+
+
+def test_seeded_pods_carry_the_sidecar_only_when_the_namespace_injects(
+        kube_emulator: KubeEmulator, core: client.CoreV1Api) -> None:
+    from lamia_sandbox.seed import restart_deployment
+
+    seed_application(kube_emulator, "shop", "cart", ["stable", "canary"])
+
+    def containers() -> dict[str, list[str]]:
+        return {p.metadata.labels["version"]: [c.name for c in p.spec.containers]
+                for p in core.list_namespaced_pod("shop", label_selector="app=cart").items}
+
+    assert containers() == {"stable": ["cart"], "canary": ["cart"]}
+    pod = core.list_namespaced_pod("shop", label_selector="version=stable").items[0]
+    assert pod.metadata.name.startswith("cart-stable-") and pod.status.phase == "Running"
+    assert pod.metadata.labels["deployment"] == "cart-stable" and "pod-template-hash" in pod.metadata.labels
+    # Injection enabled afterwards changes nothing until a restart, as with Istio's webhook.
+    core.patch_namespace("shop", {"metadata": {"labels": {"istio-injection": "enabled"}}})
+    assert containers() == {"stable": ["cart"], "canary": ["cart"]}
+    restart_deployment(kube_emulator, "shop", "cart-canary")
+    assert containers() == {"stable": ["cart"], "canary": ["cart", "istio-proxy"]}
+    assert len(core.list_namespaced_pod("shop").items) == 2, "the old pod is gone"
+    seed_application(kube_emulator, "shop", "ratings", ["v9"])
+    assert [c.name for c in core.list_namespaced_pod("shop", label_selector="app=ratings").items[0]
+            .spec.containers] == ["ratings", "istio-proxy"]
+    seed_application(kube_emulator, "shop", "ratings", ["v9"], sidecar=False)
+    assert [c.name for c in core.list_namespaced_pod("shop", label_selector="app=ratings").items[0]
+            .spec.containers] == ["ratings"]
+
+
+def ssar(kube_api_client: client.ApiClient, verb: str, resource: str, group: str = "",
+         namespace: str = "shop", **kwargs: Any) -> Any:
+    body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"namespace": namespace, "verb": verb, "group": group,
+                                            "resource": resource}}}
+    return client.AuthorizationV1Api(kube_api_client).create_self_subject_access_review(
+        body, _preload_content=False, **kwargs)
+
+
+def test_access_reviews_and_refusals_follow_the_rules_a_test_sets(
+        shop: KubeEmulator, kube_api_client: client.ApiClient, apps: client.AppsV1Api) -> None:
+    def allowed(verb: str, resource: str, group: str = "", **kwargs: Any) -> bool:
+        answer = json.loads(ssar(kube_api_client, verb, resource, group, **kwargs).data)
+        assert answer["kind"] == "SelfSubjectAccessReview"
+        return bool(answer["status"]["allowed"])
+
+    assert allowed("delete", "deployments", "apps"), "everything is allowed by default"
+    shop.set_access([{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list"]},
+                     {"apiGroups": [G], "resources": ["*"], "verbs": ["get"], "namespace": "shop"}])
+    assert allowed("list", "deployments", "apps") and not allowed("delete", "deployments", "apps")
+    assert allowed("get", "virtualservices", G) and not allowed("get", "virtualservices", G, namespace="db")
+    assert [d.metadata.name for d in apps.list_namespaced_deployment("shop").items][:1] == ["cart-v1"]
+    status, body = api_error(lambda: apps.delete_namespaced_deployment("cart-v1", "shop"))
+    assert status == 403 and body["reason"] == "Forbidden"
+    assert body["message"] == ('deployments.apps "cart-v1" is forbidden: User "lamia-emulator" cannot delete '
+                               'resource "deployments" in API group "apps" in the namespace "shop"')
+    assert shop.get_object("apps/v1", "Deployment", "shop", "cart-v1") is not None
+    # Another user, impersonated as `kubectl --as` does; impersonation itself needs a grant.
+    shop.set_access(None)
+    assert allowed("delete", "deployments", "apps")
+    worker = "system:serviceaccount:lamia-system:lamia"
+    shop.set_access([], user=worker)
+    assert not allowed("list", "deployments", "apps", _headers={"Impersonate-User": worker})
+    shop.set_access([{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"],
+                      "resourceNames": ["someone-else"], "namespace": "lamia-system"}])
+    with pytest.raises(ApiException) as refused:
+        ssar(kube_api_client, "list", "deployments", "apps", _headers={"Impersonate-User": worker})
+    assert refused.value.status == 403
+    assert 'cannot impersonate resource "serviceaccounts"' in json.loads(refused.value.body)["message"]
+
+
+def test_access_review_needs_resource_attributes(kube_emulator: KubeEmulator) -> None:
+    path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+    assert raw(kube_emulator, "POST", path, b'{"kind": "SelfSubjectAccessReview", "spec": {}}')[0] == 422
+    assert raw(kube_emulator, "GET", path)[0] == 405
+    with pytest.raises(ValueError, match="needs verbs"):
+        kube_emulator.set_access([{"apiGroups": [""], "resources": ["pods"]}])

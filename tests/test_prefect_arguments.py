@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 from prefect.utilities.collections import visit_collection
 
+from flows.expose import ExposeParameters, expose
 from flows.manual import apply_route_flow, set_weights
 from flows.params import ReleaseParameters, RouteParameters, WeightsParameters
 from flows.release import canary_release
 from lamia_core.conditions import compile_condition
 from lamia_core.engine import ReleaseSpec, start
+from lamia_core.exposure import ExposeRequest, Exposure
 from lamia_core.kube import KubeConfig
 from lamia_core.lease import Lease
 from lamia_core.models import Application, Gateway, Route, Version, Weights
@@ -57,6 +59,9 @@ def _models(baseline: str, target: str) -> list[Any]:
         weights, app, gateway, gateway.routes[0], spec, decision, decision.state,
         Lease.new("0b9c4f6e-6a47-4d4e-9a8e-1b0c9d8e7f60", "reviews stable", target=target, baseline=baseline),
         KubeConfig(context="prod"), PrometheusConfig(url="http://prometheus.istio-system:9090"),
+        ExposeRequest(host="shop.example.com", tls_secret="shop-tls", selector={"istio": "edge"}),
+        Exposure(host="shop.example.com", kind="Gateway", namespace="shop", name=f"reviews-{target}",
+                 created=True, hosts_added=("shop.example.com",), gateways_added=("mesh", "shop/gw")),
     ]
 
 
@@ -90,6 +95,7 @@ def test_flow_parameters_round_trip_through_prefects_serialisation(baseline: str
         (set_weights, WeightsParameters(**common, weights={baseline: 75, target: 25})),
         (apply_route_flow, RouteParameters(**common, condition='cookie "group" exact "beta"',
                                            weights={target: 100})),
+        (expose, ExposeParameters(**common, host="shop.example.com", gateway=f"reviews-{target}".lower())),
     ]
     for flow, params in cases:
         serialised = flow.serialize_parameters({"params": params})

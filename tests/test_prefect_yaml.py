@@ -50,13 +50,16 @@ def test_prefect_deploy_all_creates_the_deployments(prefect_server: Any) -> None
                 "flows/release.py:canary_release": "canary-release",
                 "flows/manual.py:set_weights": "set-weights",
                 "flows/manual.py:apply_route_flow": "apply-route",
+                "flows/expose.py:expose": "expose",
             }[d["entrypoint"]]
             found[d["name"]] = client.read_deployment_by_name(f"{flow_name}/{d['name']}")
-    assert set(found) == {"canary-release", "nightly-canary", "set-weights", "apply-route"}
+    assert set(found) == {"canary-release", "nightly-canary", "set-weights", "apply-route", "expose"}
     release = found["canary-release"]
     assert "params" in release.parameter_openapi_schema["properties"], "the UI renders the parameters"
     definitions = release.parameter_openapi_schema.get("definitions", {})
     assert {"ReleaseParameters", "HealthPolicy", "CustomPolicy"} <= set(definitions)
+    exposing = found["expose"].parameter_openapi_schema
+    assert "ExposeParameters" in exposing.get("definitions", {}), "the UI renders the expose form"
     nightly = found["nightly-canary"]
     assert nightly.schedules and not nightly.schedules[0].active, "the scheduled example is inactive"
     assert nightly.parameters["params"]["target"] == "v2"

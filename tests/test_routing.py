@@ -10,7 +10,17 @@ import pytest
 
 from lamia_core.conditions import compile_condition
 from lamia_core.errors import InvalidInput
-from lamia_sandbox.routing import Choice, NoRoute, Request, choose, entry_matches, route_matches, string_match
+from lamia_sandbox.routing import (
+    Choice,
+    NoRoute,
+    Request,
+    applies,
+    choose,
+    entry_matches,
+    host_covers,
+    route_matches,
+    string_match,
+)
 from lamia_sandbox.simulator import NEXUS_6P_CHROME, SAFARI_IPHONE
 
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
@@ -225,3 +235,36 @@ def test_compiled_conditions_route_as_written(
         assert choose(service, r, rng) == Choice("lamia-condition", "v2"), r
     for r in not_matching:
         assert choose(service, r, rng) == Choice("lamia-default", "v1"), r
+
+
+def bound(gateways: list[str] | None, hosts: list[str]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"hosts": hosts, "http": [{"route": [dest("stable")]}]}
+    if gateways is not None:
+        spec["gateways"] = gateways
+    return {"metadata": {"name": "reviews", "namespace": "shop"}, "spec": spec}
+
+
+def test_a_virtual_service_applies_where_its_gateways_say() -> None:
+    mesh = Request(authority="reviews")
+    public = Request(authority="shop.example.com", gateway="shop/reviews-gateway")
+    assert applies(bound(None, ["reviews"]), mesh), "no gateways field means the mesh"
+    assert not applies(bound(None, ["reviews", "shop.example.com"]), public)
+    both = bound(["mesh", "shop/reviews-gateway"], ["reviews", "shop.example.com"])
+    assert applies(both, mesh) and applies(both, public)
+    short = bound(["mesh", "reviews-gateway"], ["shop.example.com"])
+    assert applies(short, public), "a short name is a gateway of the VirtualService's namespace"
+    assert not applies(bound(["shop/reviews-gateway"], ["reviews"]), mesh), "bound to a gateway only"
+    assert not applies(bound(["mesh", "shop/reviews-gateway"], ["reviews"]), public), "host not in hosts"
+    assert not applies(both, Request(authority="shop.example.com", gateway="istio-system/public"))
+    assert applies(bound(["shop/reviews-gateway"], ["*.example.com"]),
+                   Request(authority="shop.example.com:80", gateway="shop/reviews-gateway"))
+
+
+@pytest.mark.parametrize(("pattern", "host", "covered"), [
+    ("shop.example.com", "shop.example.com", True), ("SHOP.example.com", "shop.example.com", True),
+    ("*.example.com", "shop.example.com", True), ("*.example.com", "example.com", False),
+    ("*", "anything.example", True), ("shop.example.com", "www.example.com", False),
+    ("shop.example.com", "shop.example.com:8080", True),
+])
+def test_host_covers(pattern: str, host: str, covered: bool) -> None:
+    assert host_covers(pattern, host) is covered

@@ -351,3 +351,51 @@ def test_command_line_serves_routed_traffic_until_terminated(tmp_path: Path) -> 
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "requests" in err
+
+
+# --- public traffic through a Gateway ------------------------------------------------------------
+
+
+def exposed_vs(weights: dict[str, int], gateways: list[str] | None) -> dict[str, Any]:
+    vs = weights_vs(weights)
+    vs["spec"]["hosts"] = ["shop", "shop.example.com"]
+    if gateways is not None:
+        vs["spec"]["gateways"] = gateways
+    return vs
+
+
+def test_public_traffic_follows_the_virtual_service_bound_to_its_gateway() -> None:
+    current = {"vs": exposed_vs({"v1": 100, "v2": 0}, ["mesh", "ns/shop-gateway"])}
+    sim = make(source=lambda: current["vs"], refresh_interval=0.0)
+    sim.set_public_traffic("shop.example.com", "ns/shop-gateway", share=0.5)
+    outcomes = [o for o in sim.step(400) if o is not None]
+    public = [o for o in outcomes if o.gateway == "ns/shop-gateway"]
+    assert 100 < len(public) < 300, "about half the requests come in through the gateway"
+    assert {o.version for o in outcomes} == {"v1"}
+    current["vs"] = exposed_vs({"v1": 0, "v2": 100}, ["mesh", "ns/shop-gateway"])
+    assert {o.version for o in sim.step(200) if o is not None} == {"v2"}, "both kinds shift together"
+    counts = sim.counts()
+    assert set(counts["by_gateway"]) == {"mesh", "ns/shop-gateway"}
+    assert sum(counts["by_gateway"]["ns/shop-gateway"].values()) + sum(
+        counts["by_gateway"]["mesh"].values()) == counts["total"] == 600
+    request = sim.public_request()
+    assert request.authority == "shop.example.com" and request.header("Host") == "shop.example.com"
+
+
+def test_public_traffic_without_a_bound_virtual_service_finds_no_route() -> None:
+    current: dict[str, Any] = {"vs": exposed_vs({"v1": 100, "v2": 0}, None)}
+    sim = make(source=lambda: current["vs"], refresh_interval=0.0)
+    sim.set_public_traffic("shop.example.com", "ns/shop-gateway", share=1.0)
+    assert sim.step(20) == [None] * 20
+    assert sim.counts()["unrouted_by_gateway"] == {"ns/shop-gateway": 20}
+    current["vs"] = None
+    assert sim.handle(sim.public_request()) is None, "no VirtualService: the gateway has no route either"
+    # A VirtualService bound to the gateway only leaves mesh traffic to the Service's round robin.
+    current["vs"] = exposed_vs({"v1": 100, "v2": 0}, ["ns/shop-gateway"])
+    sim.set_public_traffic(None)
+    assert {o.version for o in sim.step(20) if o is not None} == {"v1", "v2"}
+    assert {o.route for o in sim.step(4) if o is not None} == {SERVICE_ROUTE}
+    with pytest.raises(ValueError, match="NS/NAME"):
+        sim.set_public_traffic("shop.example.com", "shop-gateway")
+    with pytest.raises(RuntimeError):
+        sim.public_request()

@@ -370,10 +370,11 @@ def history(
 
 @app.command("serve")
 def serve(limit: int = typer.Option(4, "--limit", help="Flow runs at once")) -> None:
-    """Serve the canary-release, set-weights and apply-route deployments from this process (no work pool)."""
+    """Serve the canary-release, set-weights, apply-route and expose deployments here (no work pool)."""
     from prefect import serve as prefect_serve
     from prefect.deployments.runner import RunnerDeployment
 
+    from flows.expose import expose
     from flows.manual import apply_route_flow, set_weights
     from flows.release import canary_release
 
@@ -384,6 +385,7 @@ def serve(limit: int = typer.Option(4, "--limit", help="Flow runs at once")) -> 
                 (canary_release, "canary-release"),
                 (set_weights, "set-weights"),
                 (apply_route_flow, "apply-route"),
+                (expose, "expose"),
             )
         ]
         prefect_serve(*deployments, limit=limit)

@@ -56,8 +56,20 @@ def _no_star(v: Any) -> bool:
     return isinstance(v, str) and "*" not in v
 
 
+def _at_most_one(*fields: str) -> Callable[[Any], bool]:
+    """CEL's ``(has(self.a) ? 1 : 0) + (has(self.b) ? 1 : 0) <= 1``."""
+    return lambda v: sum(1 for f in fields if f in v) <= 1
+
+
 # The CEL rules these CRDs use, each as a Python predicate on ``self``.
 _CEL_RULES: dict[str, Callable[[Any], bool]] = {
+    # The Gateway's server TLS settings: at most one way to give certificates.
+    "(has(self.tlsCertificates) ? 1 : 0) + (has(self.credentialNames) ? 1 : 0) <= 1":
+        _at_most_one("tlsCertificates", "credentialNames"),
+    "(has(self.credentialName) ? 1 : 0) + (has(self.credentialNames) ? 1 : 0) <= 1":
+        _at_most_one("credentialName", "credentialNames"),
+    "(has(self.credentialNames) ? 1 : 0) + (has(self.tlsCertificates) ? 1 : 0) <= 1":
+        _at_most_one("credentialNames", "tlsCertificates"),
     "duration(self) >= duration('1ms')": lambda v: (go_duration_ns(v) or -1.0) >= 1e6,
     '!self.contains("*")': _no_star,
     'self.all(key, !key.contains("*"))': lambda v: all(_no_star(k) for k in v),
@@ -132,7 +144,7 @@ class IstioValidator:
 
     def __init__(
         self, crds_path: Path, version: str = "v1",
-        kinds: tuple[str, ...] = ("VirtualService", "DestinationRule"),
+        kinds: tuple[str, ...] = ("VirtualService", "DestinationRule", "Gateway"),
     ) -> None:
         self.version = version
         self.schemas: dict[str, dict[str, Any]] = {}
@@ -191,3 +203,24 @@ class IstioValidator:
 @pytest.fixture(scope="session")
 def istio_validator(istio_crds_path: Path) -> IstioValidator:
     return IstioValidator(istio_crds_path)
+
+
+#: The Kubernetes release whose schemas built-in kinds are checked against: the emulator's.
+KUBERNETES_VERSION = "1.31"
+
+
+def kubernetes_errors(manifest: dict[str, Any]) -> list[str]:
+    """Violations of Kubernetes' own schema for a built-in kind (an Ingress), strictly: unknown
+    fields are errors, as with ``kubectl --validate=strict``.
+
+    The schemas are the JSON-schema form of the Kubernetes OpenAPI document, as
+    the ``kubernetes-validate`` package ships them per release.
+    """
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path)
+        return [f"{where}: {exc.message}"]
+    return []
