@@ -695,9 +695,9 @@ class KubeAdapter:
                                 route=DEFAULT_ROUTE)
         return lease
 
-    def leased_gateways(self, namespace: str | None = None) -> list[tuple[Obj, Lease]]:
-        """Every VirtualService Lamia manages (in ``namespace``, or in the whole cluster) that carries
-        a lease, with its lease: what a supervisor looks at."""
+    def managed_gateways(self, namespace: str | None = None) -> list[tuple[Obj, Lease | None]]:
+        """Every VirtualService Lamia manages (in ``namespace``, or in the whole cluster), with its
+        lease if it carries one: what a supervisor looks at."""
         custom = k8s.CustomObjectsApi(self.api_client)
         g, v, p = ISTIO_GROUP, ISTIO_VERSION, PLURALS[VIRTUAL_SERVICE]
         selector = f"{MANAGED_LABEL}=true"
@@ -709,12 +709,7 @@ class KubeAdapter:
             if namespace else custom.list_cluster_custom_object(g, v, p, label_selector=selector,
                                                                 **self._opts()),
         )
-        out = []
-        for vs in listed.get("items") or []:
-            lease = lease_of(vs)
-            if lease is not None:
-                out.append((vs, lease))
-        return out
+        return [(vs, lease_of(vs)) for vs in listed.get("items") or []]
 
     def drop_lease(self, app: Application, holder: str, *, forget_routes: tuple[str, ...] = ()) -> None:
         """Give back ``holder``'s lease (nothing when it holds none), and drop the condition texts of

@@ -105,9 +105,12 @@ def beat(kube: KubeConfig, application: Application, holder: str) -> None:
     kube_adapter(kube).renew_lease(application, holder)
 
 
-@task(name="list-leases", **_COMMON)
-def leased_gateways(kube: KubeConfig, namespace: str | None = None) -> list[tuple[dict[str, Any], Lease]]:
-    return kube_adapter(kube).leased_gateways(namespace)
+@task(name="list-gateways", **_COMMON)
+def managed_gateways(
+    kube: KubeConfig, namespace: str | None = None
+) -> list[tuple[dict[str, Any], Lease | None]]:
+    """Every VirtualService Lamia manages, with its lease if any."""
+    return kube_adapter(kube).managed_gateways(namespace)
 
 
 @task(name="abort-release", **_COMMON)

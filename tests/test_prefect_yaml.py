@@ -51,9 +51,17 @@ def test_prefect_deploy_all_creates_the_deployments(prefect_server: Any) -> None
                 "flows/manual.py:set_weights": "set-weights",
                 "flows/manual.py:apply_route_flow": "apply-route",
                 "flows/expose.py:expose": "expose",
+                "flows/reconcile.py:reconcile": "lamia-reconcile",
             }[d["entrypoint"]]
             found[d["name"]] = client.read_deployment_by_name(f"{flow_name}/{d['name']}")
-    assert set(found) == {"canary-release", "nightly-canary", "set-weights", "apply-route", "expose"}
+    assert set(found) == {"canary-release", "nightly-canary", "set-weights", "apply-route", "expose",
+                          "lamia-reconcile"}
+    supervisor = found["lamia-reconcile"]
+    assert supervisor.schedules and supervisor.schedules[0].active, "the supervisor runs on its own"
+    assert supervisor.schedules[0].schedule.interval.total_seconds() == 30
+    with get_client(sync_client=True) as client:
+        automations = client.read_automations_by_name("lamia-reconcile__automation_1")
+    assert automations and "prefect.flow-run.Crashed" in automations[0].trigger.expect
     release = found["canary-release"]
     assert "params" in release.parameter_openapi_schema["properties"], "the UI renders the parameters"
     definitions = release.parameter_openapi_schema.get("definitions", {})

@@ -368,14 +368,36 @@ def history(
         )
 
 
+@app.command("reconcile")
+@handle_errors
+def reconcile_cmd(
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help="Only this namespace"),
+    kubeconfig: str | None = KubeconfigOpt,
+    context: str | None = ContextOpt,
+) -> None:
+    """Put right, now, every release whose worker died (what the lamia-reconcile deployment does every
+    30 s): restore its baseline or resume it, and free its slot."""
+    from flows.reconcile import ReconcileParameters, reconcile
+
+    state = reconcile(ReconcileParameters(kubernetes=KubeConfig(kubeconfig=kubeconfig, context=context),
+                                          namespace=namespace), return_state=True)
+    rows: Any = state.result(raise_on_failure=False) if state.is_completed() else []
+    for row in rows if isinstance(rows, list) else []:
+        print(f"{row['app']}: {row['action']}: {row['reason']}")
+    print(state.message or state.name)
+    raise typer.Exit(0 if state.is_completed() else 1)
+
+
 @app.command("serve")
 def serve(limit: int = typer.Option(4, "--limit", help="Flow runs at once")) -> None:
-    """Serve the canary-release, set-weights, apply-route and expose deployments here (no work pool)."""
+    """Serve Lamia's deployments here (no work pool): canary-release, set-weights, apply-route, expose,
+    and lamia-reconcile every 30 s."""
     from prefect import serve as prefect_serve
     from prefect.deployments.runner import RunnerDeployment
 
     from flows.expose import expose
     from flows.manual import apply_route_flow, set_weights
+    from flows.reconcile import reconcile
     from flows.release import canary_release
 
     try:
@@ -388,6 +410,9 @@ def serve(limit: int = typer.Option(4, "--limit", help="Flow runs at once")) -> 
                 (expose, "expose"),
             )
         ]
+        # The supervisor, every 30 s: a release whose process dies is put right without a person.
+        deployments.append(cast(RunnerDeployment, reconcile.to_deployment(
+            name="lamia-reconcile", tags=["lamia", "supervisor"], interval=30)))
         prefect_serve(*deployments, limit=limit)
     except KeyboardInterrupt:
         raise fail("stopped", 0) from None
