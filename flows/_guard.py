@@ -28,12 +28,7 @@ from uuid import UUID
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder
-from prefect.concurrency._leases import maintain_concurrency_lease
-from prefect.concurrency._sync import (
-    acquire_concurrency_slots_with_lease,
-    release_concurrency_slots_with_lease,
-)
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
 
 from lamia_core.errors import ForeignChange, LamiaError, ReleaseLocked
 from lamia_core.kube import KubeConfig
@@ -44,8 +39,6 @@ from tasks.kubernetes import acquire_lease, beat, read_lease, release_lease, ren
 
 log = logging.getLogger(__name__)
 
-#: How long the slot waits before it counts as someone else's leftover.
-SLOT_WAIT_SECONDS = 5.0
 #: The slot's own lease at Prefect, renewed in the background; a gone run's expires after it.
 SLOT_LEASE_SECONDS = 60.0
 
@@ -115,6 +108,9 @@ class Heartbeat:
     application: Application
     holder: str
     every: float
+    slot: UUID | None = None
+    """The Prefect slot's lease, renewed at each beat too."""
+    beat_lease: bool = True
     lost: ForeignChange | None = None
     beats: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -128,15 +124,22 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            try:
-                beat(self.kube, self.application, self.holder)
-                self.beats += 1
-            except ForeignChange as exc:
-                self.lost = exc
-                return
-            except LamiaError as exc:
-                log.warning("heartbeat of %s not written, trying again in %gs: %s", self.holder, self.every,
-                            exc)
+            if self.beat_lease:
+                try:
+                    beat(self.kube, self.application, self.holder)
+                    self.beats += 1
+                except ForeignChange as exc:
+                    self.lost = exc
+                    return
+                except LamiaError as exc:
+                    log.warning("heartbeat of %s not written, trying again in %gs: %s", self.holder,
+                                self.every, exc)
+            if self.slot is not None:
+                try:
+                    with get_client(sync_client=True) as client:
+                        client.renew_concurrency_lease(self.slot, SLOT_LEASE_SECONDS)
+                except Exception as exc:  # Prefect away: the cluster's lease is what protects the app
+                    log.debug("could not renew the release slot's lease: %s", exc)
 
     def stop(self) -> None:
         self._stop.set()
@@ -177,8 +180,7 @@ def _clear_way(
 
 @contextlib.contextmanager
 def exclusive_release(
-    kube: KubeConfig, application: Application, lease: Lease, *, wait_seconds: float = 30.0,
-    forget_routes: tuple[str, ...] = (),
+    kube: KubeConfig, application: Application, lease: Lease, *, forget_routes: tuple[str, ...] = (),
 ) -> Iterator[Guard]:
     """Hold the app's lease (with a heartbeat when the lease has a timeout) and its Prefect slot for
     the body; ReleaseLocked names the run that holds them otherwise.
@@ -194,46 +196,49 @@ def exclusive_release(
     guard = Guard(lease)
     name = limit_name(application.namespace, application.name)
     try:
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(_slot(kube, application, lease, name, previous, wait_seconds))
-            if lease.timeout is not None:
-                every = max(1.0, min(10.0, lease.timeout / 3))
-                guard.heartbeat = Heartbeat(kube, application, lease.holder, every).start()
-                stack.callback(guard.heartbeat.stop)
-            yield guard
+        slot = _take_slot(name, lease, previous)
+        try:
+            renew_lease(kube, application, lease.holder, {"slot": str(slot)})
+            every = max(1.0, min(10.0, (lease.timeout or 30.0) / 3))
+            guard.heartbeat = Heartbeat(kube, application, lease.holder, every, slot=slot,
+                                        beat_lease=lease.timeout is not None).start()
+            try:
+                yield guard
+            finally:
+                guard.heartbeat.stop()
+        finally:
+            _give_back_slot(name, slot)
     finally:
         if not guard.keep_lease:
             release_lease(kube, application, lease.holder, forget_routes)
 
 
-@contextlib.contextmanager
-def _slot(kube: KubeConfig, application: Application, lease: Lease, name: str, previous: Lease | None,
-          wait_seconds: float) -> Iterator[None]:
-    """The app's Prefect slot, recorded in the lease so that whoever clears up after a gone run can
-    free it. The lease is ours already: a slot still busy is a gone run's."""
+def _take_slot(name: str, lease: Lease, previous: Lease | None) -> UUID:
+    """The app's Prefect slot, with a lease of its own at Prefect. The app's lease on the cluster is
+    ours already, so a slot still busy is a gone run's: it is freed rather than waited for."""
     ensure_limit(name)
     holder = None
     with contextlib.suppress(ValueError):
         holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(lease.holder))
-    wait = min(SLOT_WAIT_SECONDS, wait_seconds) if wait_seconds > 0 else 0.0
+    with get_client(sync_client=True) as client:
+        for attempt in range(3):
+            try:
+                response = client.increment_concurrency_slots_with_lease(
+                    [name], 1, "concurrency", SLOT_LEASE_SECONDS, holder)
+                return UUID(response.json()["lease_id"])
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code != 423 or attempt == 2:
+                    raise
+            log.warning("the release slot %s is held by a run that no longer holds the lease: freeing it",
+                        name)
+            free_slot(name, previous.slot if previous else None)
+    raise AssertionError("unreachable")
+
+
+def _give_back_slot(name: str, slot: UUID) -> None:
     try:
-        acquired = acquire_concurrency_slots_with_lease(
-            [name], 1, timeout_seconds=wait, lease_duration=SLOT_LEASE_SECONDS, strict=True, holder=holder,
-            suppress_warnings=True)
-    except TimeoutError:
-        log.warning("the release slot %s is held by a run that no longer holds the lease: freeing it", name)
-        free_slot(name, previous.slot if previous else None)
-        acquired = acquire_concurrency_slots_with_lease(
-            [name], 1, timeout_seconds=max(wait_seconds, 5.0), lease_duration=SLOT_LEASE_SECONDS,
-            strict=True, holder=holder, suppress_warnings=True)
-    renew_lease(kube, application, lease.holder, {"slot": str(acquired.lease_id)})
-    try:
-        with maintain_concurrency_lease(acquired.lease_id, SLOT_LEASE_SECONDS,
-                                        raise_on_lease_renewal_failure=False, suppress_warnings=True):
-            yield
-    finally:
-        try:
-            release_concurrency_slots_with_lease(acquired.lease_id)
-        except Exception as exc:  # the Prefect server may be away: the slot's lease expires by itself
-            log.warning("could not give back the release slot %s (%s); it expires within %gs, and the next "
-                        "release frees it anyway", name, exc, SLOT_LEASE_SECONDS)
+        with get_client(sync_client=True) as client:
+            client.release_concurrency_slots_with_lease(slot)
+    except Exception as exc:  # the Prefect server may be away: the slot's lease expires by itself
+        log.warning("could not give back the release slot %s (%s); it expires within %gs, and the next "
+                    "release frees it anyway", name, exc, SLOT_LEASE_SECONDS)

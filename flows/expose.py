@@ -54,7 +54,7 @@ def expose(params: ExposeParameters) -> State:
     history = ReleaseHistory(params.namespace, params.app, kind)
     thread = ReleaseThread(params.slack.resolve() if params.slack else None)
     lease = Lease.new(run_id, run_name, kind)
-    with exclusive_release(params.kubernetes, application, lease, wait_seconds=params.lock_wait_seconds):
+    with exclusive_release(params.kubernetes, application, lease):
         gateway = read_gateway(params.kubernetes, application)
         weights = gateway.default_route.weights.as_dict()
         history.started(weights, {"host": request.host, "kind": request.kind})

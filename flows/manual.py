@@ -47,7 +47,7 @@ def _manual_change(
     history = ReleaseHistory(params.namespace, params.app, kind)
     thread = ReleaseThread(params.slack.resolve() if params.slack else None)
     lease = Lease.new(run_id, run_name, kind)
-    with exclusive_release(params.kubernetes, application, lease, wait_seconds=params.lock_wait_seconds):
+    with exclusive_release(params.kubernetes, application, lease):
         yield read_gateway(params.kubernetes, application), history, thread, run_id
 
 

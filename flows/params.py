@@ -71,9 +71,6 @@ class Target(BaseModel):
     )
     kubernetes: KubeConfig = Field(default_factory=KubeConfig, description="How to reach the cluster")
     slack: SlackSettings | None = Field(None, description="Slack notifications (none when empty)")
-    lock_wait_seconds: float = Field(
-        30.0, ge=0, description="How long to wait for the app's release slot when no run holds its lease"
-    )
 
 
 class ReleaseParameters(Target):

@@ -120,6 +120,7 @@ def _put_right(
                            "action": recovery.action, "reason": recovery.reason}
     if recovery.action == "drop":
         release_lease(kube, application, lease.holder, ("canary",) if lease.route == "canary" else ())
+        _mark(lease.holder, f"{recovery.reason}; its process is gone: lamia-reconcile gave the lease back")
         row["weights"] = "-"
     elif recovery.action == "rollback":
         weights = abort_release(kube, application, lease)

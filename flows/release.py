@@ -334,7 +334,7 @@ def canary_release(params: ReleaseParameters) -> State:
     # A conditional release's route and its condition text go when it ends, whoever removed the route.
     forget = (CANARY_ROUTE,) if match else ()
     with exclusive_release(
-        params.kubernetes, application, lease, wait_seconds=params.lock_wait_seconds, forget_routes=forget
+        params.kubernetes, application, lease, forget_routes=forget
     ) as guard:
         chaos.point("lease-taken")
         # The gateway exists (the lease lives on its VirtualService). Writing it first, in one

@@ -10,8 +10,9 @@ time, and :func:`assess` says what puts it right:
   terminal) or the lease was a manual change's, so the gateway is as someone
   asked: only the lease goes;
 - ``rollback``: the worker died (no heartbeat for longer than the lease's
-  timeout) or its run ended without ending the release: the baseline recorded
-  in the lease goes back on its route, in the same write as dropping the lease;
+  timeout, or its run Crashed) or its run ended without ending the release:
+  the baseline recorded in the lease goes back on its route, in the same
+  write as dropping the lease;
 - ``resume``: the worker died and the release asked to be resumed
   (``on_worker_loss: resume``), was started from a deployment, and has not been
   resumed too often already: a new run of that deployment takes the lease over
@@ -80,12 +81,17 @@ def assess(lease: Lease, now: float, run: RunInfo, *, max_resumes: int = MAX_RES
             return Recovery(action="drop", reason=f"the release had ended ({phase.replace('_', ' ')}) but "
                                                   f"its lease was not given back ({quiet})")
         return Recovery(action="none", reason=f"the release is ending ({phase.replace('_', ' ')})")
-    if run.final:
+    crashed = run.found and run.state_type == "CRASHED"
+    if run.final and not crashed:
         return Recovery(action="rollback", reason=f"flow run ended ({run.state_name}) {at} without ending "
                                                   "the release")
-    if not lease.is_stale(now):
+    if crashed:
+        # The worker (or Prefect) saw the process die: no need to wait for the heartbeat.
+        died = f"the worker died {at} (its flow run is Crashed, {quiet})"
+    elif not lease.is_stale(now):
         return Recovery(action="none", reason=f"the holder is alive ({quiet.replace('no ', 'last ')})")
-    died = f"the worker died {at} ({quiet}, more than its {lease.timeout:g} s)"
+    else:
+        died = f"the worker died {at} ({quiet}, more than its {lease.timeout:g} s)"
     if lease.on_worker_loss == "resume":
         if not lease.deployment:
             return Recovery(action="rollback",

@@ -74,7 +74,11 @@ def test_a_dead_worker_is_rolled_back_saying_at_which_step() -> None:
 
 def test_a_run_that_ended_without_ending_its_release_is_rolled_back_at_once() -> None:
     recovery = assess(release_lease(), T0 + 1, CRASHED)
-    assert recovery.action == "rollback" and "ended (Crashed) at step 3" in recovery.reason
+    assert recovery.action == "rollback" and "died at step 3 (its flow run is Crashed" in recovery.reason
+    failed = assess(release_lease(), T0 + 1, RunInfo(found=True, state_type="FAILED", state_name="Failed"))
+    assert failed.action == "rollback" and "ended (Failed) at step 3" in failed.reason
+    wants = release_lease(on_worker_loss="resume", deployment="7d1f0f2b-5a1e-4d4a-9a40-3f0f1c2d3e4f")
+    assert assess(wants, T0 + 1, CRASHED).action == "resume", "a crashed worker is resumed when asked"
 
 
 def test_an_ended_release_only_loses_its_lease() -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 import typer
+from pydantic import ValidationError
 
 from lamia_core.errors import LamiaError
 
@@ -29,5 +30,21 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except LamiaError as exc:
             raise fail(str(exc), exc.exit_code) from None
+        except ValidationError as exc:
+            raise fail(validation_message(exc), 2) from None
 
     return wrapper
+
+
+def validation_message(exc: ValidationError) -> str:
+    """A pydantic error as Lamia says it: each field as an option name, and what is wrong with it."""
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"] if not isinstance(p, int)) or "input"
+        msg = e["msg"].removeprefix("Value error, ")
+        # A LamiaError raised inside a validator already says what and where.
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, LamiaError):
+            msg = str(cause)
+        parts.append(f"--{where.replace('_', '-')}: {msg}")
+    return "; ".join(parts)

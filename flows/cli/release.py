@@ -104,6 +104,15 @@ def start(
     approval: bool = typer.Option(
         False, "--approval", help="Wait for `lamia release approve` before promoting"
     ),
+    on_worker_loss: str = typer.Option(
+        "rollback", "--on-worker-loss",
+        help="If the process running the release dies: rollback (default) or resume from the last step",
+    ),
+    worker_loss_timeout: float | None = typer.Option(
+        None, "--worker-loss-timeout",
+        help="Seconds without a heartbeat after which the process counts as dead (default 3 intervals, "
+        "at least 30)",
+    ),
     wait: bool = typer.Option(False, "--wait", help="Wait for the end: exit 0 when promoted, 1 otherwise"),
     local: bool = typer.Option(False, "--local", help="Run the flow in this process instead of a deployment"),
     deployment: str = typer.Option(DEPLOYMENT, "--deployment", help="Deployment to trigger"),
@@ -143,6 +152,8 @@ def start(
         if slack_channel or slack_token_block
         else None,
         approval=approval,
+        on_worker_loss=on_worker_loss,
+        worker_loss_timeout=worker_loss_timeout,
     )
     if params.condition:
         from lamia_core.conditions import compile_condition
