@@ -71,12 +71,16 @@ class ReconcileParameters(BaseModel):
 
 
 def _mark(run_id: str, message: str) -> bool:
-    """Mark a run Crashed (when it is not over already); whether it was."""
+    """Mark a run Crashed with ``message`` (a run a worker saw crash gets it added to the worker's
+    words); whether it was changed. Runs that ended otherwise keep their state."""
     try:
         with get_client(sync_client=True) as client:
             run = client.read_flow_run(UUID(run_id))
-            if run.state is not None and run.state.is_final():
-                return False
+            state = run.state
+            if state is not None and state.is_final():
+                if not state.is_crashed() or "lamia-reconcile" in (state.message or ""):
+                    return False
+                message = f"{state.message}; {message}" if state.message else message
             client.set_flow_run_state(UUID(run_id), Crashed(message=message), force=True)
     except Exception as exc:  # another server's run, or a run id that is no UUID
         get_run_logger().info("could not mark flow run %s: %s", run_id, exc)
