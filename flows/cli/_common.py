@@ -9,7 +9,7 @@ from typing import ParamSpec, TypeVar
 
 import typer
 
-from lamia_core.errors import LamiaError
+from lamia_core.errors import InvalidInput, LamiaError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,3 +31,18 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise fail(str(exc), exc.exit_code) from None
 
     return wrapper
+
+
+def read_source(text: str) -> str:
+    """A command's text argument, or all of stdin when it is ``-``; stdin must be UTF-8."""
+    if text != "-":
+        return text
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # a text-only stdin (an embedding program): already decoded
+        return sys.stdin.read()
+    data: bytes = buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"stdin is not UTF-8 text: byte {exc.start} (0x{data[exc.start]:02x}) "
+                           "cannot be decoded") from None
