@@ -36,8 +36,11 @@ system-packages:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# ruff, then the import contracts of .importlinter (layers, no Prefect in lamia_core, the sandbox
+# only for tests and the demo, a domain that reaches no adapter).
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: venv
 	$(VENV)/bin/mypy lamia_core
