@@ -5,6 +5,7 @@
   quickly (a short poll interval: ``shutdown()`` waits for the loop to notice).
 - :func:`stop_process`: SIGTERM (or a polite request of the caller's), then SIGKILL once a
   grace period is over, for one process or the whole group it leads; returns when it is gone.
+  :func:`stop_child` does the same for a child of ours, and waits for it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import signal
 import socket
 import socketserver
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -126,6 +128,16 @@ def stop_process(
         return
     send(signal.SIGKILL)
     _wait_until_gone(alive, 10.0)
+
+
+def stop_child(proc: subprocess.Popen[bytes] | None, *, grace: float = 10.0, group: bool = False) -> None:
+    """:func:`stop_process` for a child of ours (None: nothing to stop), then wait for it."""
+    if proc is None:
+        return
+    # Once poll() has reaped it, its pid may belong to another process; a group outlives its leader.
+    if group or proc.poll() is None:
+        stop_process(proc.pid, grace=grace, group=group)
+    proc.wait(timeout=10)
 
 
 def _wait_until_gone(alive: Callable[[], bool], timeout: float) -> bool:

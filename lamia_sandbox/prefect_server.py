@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from lamia_sandbox._lifecycle import Service, free_port, log_tail, stop_process
+from lamia_sandbox._lifecycle import Service, free_port, log_tail, stop_child
 
 #: Prefect settings a client process needs to talk to a server.
 CLIENT_SETTINGS = ("PREFECT_API_URL", "PREFECT_UI_URL")
@@ -175,12 +175,9 @@ class PrefectServer(Service):
     def _terminate(self) -> None:
         proc, self._proc = self._proc, None
         self.port = 0
-        if proc is None:
-            return
         # start_new_session made the server its group's leader; the services it spawned are not
         # our children, so the whole group is stopped and waited for.
-        stop_process(proc.pid, grace=self._stop_timeout, group=True)
-        proc.wait(timeout=10)
+        stop_child(proc, grace=self._stop_timeout, group=True)
 
 
 def _drain_prefect_workers() -> None:

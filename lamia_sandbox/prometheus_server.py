@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from lamia_sandbox._lifecycle import Service, free_port, log_tail, stop_process
+from lamia_sandbox._lifecycle import Service, free_port, log_tail, stop_child
 
 PROMETHEUS_BIN = os.environ.get("LAMIA_PROMETHEUS_BIN", "/usr/bin/prometheus")
 JOB = "istio-simulator"
@@ -167,11 +167,7 @@ class PrometheusServer(Service):
     def _kill(self) -> None:
         proc, self._proc = self._proc, None
         self.port = 0
-        if proc is None:
-            return
-        if proc.poll() is None:  # still ours: its pid cannot have gone to another process
-            stop_process(proc.pid, grace=10)
-        proc.wait(timeout=10)
+        stop_child(proc, grace=10)
 
     def _cleanup_dir(self) -> None:
         if self._dir is not None:

@@ -11,7 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lamia_sandbox._lifecycle import Service, ServingThread, group_members, process_alive, stop_process
+from lamia_sandbox._lifecycle import (
+    Service,
+    ServingThread,
+    group_members,
+    process_alive,
+    stop_child,
+    stop_process,
+)
 
 
 class _Hello(BaseHTTPRequestHandler):
@@ -97,3 +104,14 @@ def test_a_group_is_stopped_with_every_process_in_it() -> None:
         assert group_members(leader.pid) == []
     finally:
         leader.wait(timeout=5)
+
+
+def test_a_child_is_stopped_and_waited_for_even_when_it_already_ended() -> None:
+    proc = _stubborn()
+    stop_child(proc, grace=0.2)  # type: ignore[arg-type]
+    assert proc.returncode == -9
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait(timeout=10)
+    stop_child(done)  # reaped already: its pid is not signalled again
+    assert done.returncode == 0
+    stop_child(None)
