@@ -52,8 +52,13 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="calls per class and command")
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
-    metrics = Path(tempfile.mkdtemp(prefix="lamia-bench-")) / "metrics.json"
-    metrics.write_text('{"v9": {"upstream_rq_total": 100}, "v10": {"upstream_rq_total": 100}}')
+    with tempfile.TemporaryDirectory(prefix="lamia-bench-") as tmp:
+        metrics = Path(tmp) / "metrics.json"
+        metrics.write_text('{"v9": {"upstream_rq_total": 100}, "v10": {"upstream_rq_total": 100}}')
+        run(args.calls, args.seed, metrics)
+
+
+def run(calls: int, seed: int, metrics: Path) -> None:
     commands: dict[str, tuple[Callable[[str], list[str]], str, str]] = {
         "check condition": (lambda t: ["check", "condition", "--", t], CONDITION, "("),
         "render gateway --condition": (
@@ -64,7 +69,7 @@ def main() -> None:
                                        "--", t], EXPRESSION, "-"),
     }
     runner = typer.testing.CliRunner()
-    rng = random.Random(args.seed)
+    rng = random.Random(seed)
     total = crashed = 0
     print(f"{'command':28} {'input':18} {'calls':>5} {'exit 0':>6} {'exit 2':>6} {'other':>5} "
           f"{'crash':>5} {'median ms':>9} {'max ms':>7}")
@@ -74,7 +79,7 @@ def main() -> None:
             for name, make in classes(valid, opener).items():
                 codes: Counter[int] = Counter()
                 times, crashes = [], 0
-                for _ in range(args.calls):
+                for _ in range(calls):
                     text = make(rng)
                     started = time.perf_counter()
                     result = runner.invoke(app, argv(text))
@@ -82,11 +87,11 @@ def main() -> None:
                     codes[result.exit_code] += 1
                     if result.exception is not None and not isinstance(result.exception, SystemExit):
                         crashes += 1
-                total += args.calls
+                total += calls
                 crashed += crashes
-                other = args.calls - codes[0] - codes[2]
+                other = calls - codes[0] - codes[2]
                 median, slowest = statistics.median(times) * 1000, max(times) * 1000
-                print(f"{command:28} {name:18} {args.calls:5} {codes[0]:6} {codes[2]:6} {other:5} "
+                print(f"{command:28} {name:18} {calls:5} {codes[0]:6} {codes[2]:6} {other:5} "
                       f"{crashes:5} {median:9.1f} {slowest:7.1f}")
     print(f"{total} calls, {crashed} uncaught exceptions")
 
