@@ -10,8 +10,13 @@ STAMP := $(VENV)/.installed
 # Debian packages the tests need, each as package:path-that-shows-it-is-installed.
 APT_NEEDS := prometheus:/usr/bin/prometheus postgresql:/usr/lib/postgresql
 PYTEST_ARGS ?=
+# Hypothesis profile of the tests run by make (tests/conftest.py): "ci" replays the same examples on
+# every run, so a red run is a defect and never bad luck. Pytest run by hand uses "local", which
+# explores new examples each time.
+HYPOTHESIS_PROFILE ?= ci
+export HYPOTHESIS_PROFILE
 
-.PHONY: test lint typecheck pytest demo ui-check bench venv system-packages clean
+.PHONY: test test-fast lint typecheck pytest demo ui-check bench venv system-packages clean
 
 venv: $(STAMP)
 
@@ -31,8 +36,11 @@ system-packages:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# ruff, then the import contracts of .importlinter (layers, no Prefect in lamia_core, the sandbox
+# only for tests and the demo, a domain that reaches no adapter).
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: venv
 	$(VENV)/bin/mypy lamia_core
@@ -58,6 +66,11 @@ pytest: venv system-packages
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The quick loop: everything but the tests marked integration (those that start Prometheus, Prefect
+# or PostgreSQL), so it needs no Debian package.
+test-fast: lint typecheck
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

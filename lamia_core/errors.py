@@ -85,12 +85,39 @@ class LanguageError(InvalidInput):
     def _format(self) -> str:
         lines = self.text.split("\n")
         idx = min(max(self.line, 1), len(lines)) - 1
-        src = lines[idx]
-        caret = " " * max(self.column - 1, 0) + "^"
+        src, offset = _excerpt(lines[idx], max(self.column - 1, 0))
+        caret = " " * offset + "^"
         head = f"{self.language} error at line {self.line}, column {self.column}: {self.reason}"
         if self.expected:
             head += "; expected one of: " + ", ".join(self.expected)
-        return f"{head}\n  {src}\n  {caret}"
+        return f"{_escaped(head)}\n  {src}\n  {caret}"
+
+
+#: Longest source line shown under a LanguageError; a longer one is cut around the column.
+_SHOWN = 200
+
+
+def _shown_char(c: str) -> str:
+    # One column per character, so the caret stays under its character; nothing that would
+    # move the terminal's cursor or fail to encode (lone surrogates) reaches stderr.
+    if c.isprintable():
+        return c
+    return " " if c.isspace() else "\ufffd"
+
+
+def _escaped(text: str) -> str:
+    # The message quotes user text, which must not break it over lines (U+2028) or into pieces.
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _excerpt(src: str, offset: int) -> tuple[str, int]:
+    """The part of ``src`` to show around ``offset`` and the caret's offset in it."""
+    if len(src) > _SHOWN:
+        start = min(max(offset - _SHOWN // 2, 0), max(len(src) - _SHOWN, 0))
+        end = start + _SHOWN
+        head, tail = ("..." if start else ""), ("..." if end < len(src) else "")
+        src, offset = head + src[start:end] + tail, offset - start + len(head)
+    return "".join(_shown_char(c) for c in src), offset
 
 
 class WeightsError(InvalidInput):

@@ -58,8 +58,9 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Final
+from typing import Final
 
+from lamia_core._base import Obj
 from lamia_core.errors import InvalidInput
 from lamia_core.models import DEFAULT_ROUTE, ROUTE_PREFIX, Application, Gateway, Route, Weights
 
@@ -82,7 +83,6 @@ VERSION_LABEL = "version"
 # Keys of an HTTP route that send traffic somewhere other than its ``route`` destinations.
 _NOT_A_SPLIT = ("redirect", "directResponse", "delegate")
 
-Obj = dict[str, Any]
 
 
 def virtual_service_name(app: Application) -> str:

@@ -43,6 +43,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from pydantic import BaseModel, ConfigDict, Field
 
+from lamia_core._base import Obj
 from lamia_core.errors import (
     ConflictError,
     Forbidden,
@@ -106,7 +107,6 @@ from lamia_core.models import (
     check_label_value,
 )
 
-Obj = dict[str, Any]
 Kind = Literal["VirtualService", "DestinationRule"]
 Mutation = Callable[[Obj | None], Obj | None]
 

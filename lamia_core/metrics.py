@@ -36,8 +36,9 @@ MetricKind = Literal["count", "latency", "raw"]
 
 #: The metric that tells which versions had traffic in the window.
 TOTAL = "upstream_rq_total"
-#: Every query groups by this label; raw queries must too.
-VERSION_LABEL = "destination_version"
+#: Istio's label of the version that answered: every query groups by it, raw queries must too.
+#: (Not the pods' ``version`` label, ``lamia_core.istio.VERSION_LABEL``, from which Istio takes it.)
+DESTINATION_VERSION_LABEL = "destination_version"
 
 REQUESTS = "istio_requests_total"
 DURATION_BUCKETS = "istio_request_duration_milliseconds_bucket"
@@ -115,18 +116,24 @@ def unknown_metric(name: str) -> InvalidInput:
 # --- validation and escaping --------------------------------------------------------------------
 
 # Prometheus' duration syntax: units from years down to milliseconds, each at most once, in order.
-_DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
+_DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
+_DURATION_UNITS = (365 * 86400.0, 7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
 
 
-def check_window(window: str) -> str:
-    """A Prometheus duration such as ``30s``, ``1m``, ``1h30m``; InvalidInput otherwise."""
-    m = _DURATION.match(window) if isinstance(window, str) and window else None
+def duration_seconds(window: str) -> float:
+    """Seconds in a Prometheus duration (``"1m30s"`` -> 90.0, ``"0s"`` -> 0.0); InvalidInput otherwise."""
+    m = _DURATION.fullmatch(window) if isinstance(window, str) and window else None
     if m is None:
         raise InvalidInput(
             f"window {window!r} is not a Prometheus duration: a number and a unit "
             "(ms, s, m, h, d, w, y), e.g. 30s, 1m, 5m, 1h30m"
         )
-    if not any(g and int(g) for g in m.groups()):
+    return sum(int(g) * unit for g, unit in zip(m.groups(), _DURATION_UNITS, strict=True) if g)
+
+
+def check_window(window: str) -> str:
+    """A Prometheus duration longer than zero, such as ``30s``, ``1m``, ``1h30m``; InvalidInput otherwise."""
+    if duration_seconds(window) <= 0:
         raise InvalidInput(f"window {window!r} must be longer than zero")
     return window
 
@@ -201,11 +208,11 @@ def build_query(
         return render_template(d.promql, namespace=namespace, app=app, window=window)
     if d.kind == "count":
         sel = _selector(namespace, app, d.code)
-        return f"sum by ({VERSION_LABEL}) (increase({REQUESTS}{sel}[{window}]))"
+        return f"sum by ({DESTINATION_VERSION_LABEL}) (increase({REQUESTS}{sel}[{window}]))"
     assert d.quantile is not None
     sel = _selector(namespace, app, None)
     return (
-        f"histogram_quantile({d.quantile:g}, sum by (le, {VERSION_LABEL}) "
+        f"histogram_quantile({d.quantile:g}, sum by (le, {DESTINATION_VERSION_LABEL}) "
         f"(rate({DURATION_BUCKETS}{sel}[{window}])))"
     )
 

@@ -14,8 +14,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, RootModel, model_validator
 
+from lamia_core._base import Frozen
 from lamia_core.errors import InvalidInput, WeightsError
 
 # Kubernetes label values and DNS-1123 labels: what a version or app name may be
@@ -54,18 +55,14 @@ VersionName = Annotated[str, AfterValidator(lambda v: check_label_value("version
 RouteName = Annotated[str, AfterValidator(lambda v: check_dns_label("route name", v))]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Version(_Frozen):
+class Version(Frozen):
     """One version of an application: the Deployment labelled ``version=<name>``."""
 
     name: VersionName
     deployment: str
 
 
-class Application(_Frozen):
+class Application(Frozen):
     """Deployments sharing the label ``app=<name>`` in a namespace."""
 
     namespace: NamespaceName
@@ -197,7 +194,7 @@ def parse_weights(spec: str | Iterable[str]) -> Weights:
     return Weights(out)
 
 
-class Route(_Frozen):
+class Route(Frozen):
     """One HTTP route of a gateway.
 
     ``match`` is the compiled Istio ``HTTPMatchRequest`` list (see
@@ -220,7 +217,7 @@ class Route(_Frozen):
         return not self.match
 
 
-class Gateway(_Frozen):
+class Gateway(Frozen):
     """An application's routing: ordered routes; the last, unconditional, is the default."""
 
     application: Application

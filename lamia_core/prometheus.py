@@ -31,7 +31,14 @@ from lamia_core.errors import (
     Timeout,
     Unreachable,
 )
-from lamia_core.metrics import TOTAL, VERSION_LABEL, build_query, check_window, combine, sample_value
+from lamia_core.metrics import (
+    DESTINATION_VERSION_LABEL,
+    TOTAL,
+    build_query,
+    check_window,
+    combine,
+    sample_value,
+)
 
 T = TypeVar("T")
 
@@ -223,14 +230,14 @@ class PrometheusAdapter:
         evaluated_at: float | None = None
         for series in self.query(promql, at=at):
             labels = series.get("metric", {})
-            if VERSION_LABEL not in labels:
+            if DESTINATION_VERSION_LABEL not in labels:
                 raise QueryError(
                     f"query {promql!r} to Prometheus at {self.url} returned a series without the label "
-                    f"{VERSION_LABEL!r} ({labels}); metric queries must be grouped by it"
+                    f"{DESTINATION_VERSION_LABEL!r} ({labels}); metric queries must be grouped by it"
                 )
             try:
                 evaluated_at = float(series["value"][0])
-                out[labels[VERSION_LABEL]] = sample_value(series["value"][1])
+                out[labels[DESTINATION_VERSION_LABEL]] = sample_value(series["value"][1])
             except (KeyError, IndexError, TypeError, ValueError) as exc:
                 raise ServerError(
                     f"Prometheus at {self.url} returned a malformed sample for query {promql!r}: {series!r}"

@@ -20,8 +20,9 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from lamia_sandbox._lifecycle import Service, ServingThread
 
 DEFAULT_TOKEN = "xoxb-lamia-test-token"
 DEFAULT_CHANNELS = {"C0LAMIA001": "releases", "C0LAMIA002": "general"}
@@ -57,7 +58,7 @@ class Request:
     error: str | None = None
 
 
-class FakeSlack:
+class FakeSlack(Service):
     """A fake Slack on ``127.0.0.1``; use as a context manager or call start()/stop()."""
 
     def __init__(
@@ -72,8 +73,7 @@ class FakeSlack:
         self.channels = dict(DEFAULT_CHANNELS if channels is None else channels)
         self.webhook_path = webhook_path
         self._requested_port = port
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: ServingThread | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._ts = itertools.count(1)
@@ -93,42 +93,26 @@ class FakeSlack:
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> FakeSlack:
-        if self._server is not None:
+        if self._serving is not None:
             return self
         self._stopping.clear()
         server = _Server(("127.0.0.1", self._requested_port), _handler_for(self))
-        self._server = server
-        # A short poll interval keeps stop() fast: shutdown() waits for the loop to notice.
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fake-slack", daemon=True)
-        self._thread.start()
+        self._serving = ServingThread(server, "fake-slack", poll_interval=0.02)
         return self
 
     def stop(self) -> None:
         """Stops answering; the port is closed, so clients get connection refused."""
-        server, self._server = self._server, None
-        if server is None:
+        serving, self._serving = self._serving, None
+        if serving is None:
             return
         self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def __enter__(self) -> FakeSlack:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        serving.stop()
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        if self._serving is None:
             raise RuntimeError("fake Slack is not running")
-        return int(self._server.server_address[1])
+        return self._serving.port
 
     @property
     def url(self) -> str:

@@ -52,7 +52,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -77,6 +76,7 @@ from lamia_sandbox._kube_store import (
     Store,
     bad_request,
 )
+from lamia_sandbox._lifecycle import Service, ServingThread
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class _Failure:
     body: Obj | None
 
 
-class KubeEmulator:
+class KubeEmulator(Service):
     """The API server; its objects live in memory for as long as the instance."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -108,44 +108,29 @@ class KubeEmulator:
         self.requests: list[tuple[str, str]] = []
         self._failures: list[_Failure] = []
         self._hook: WriteHook | None = None
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: ServingThread | None = None
 
     # --- life cycle ----------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        if self._server is None:
+        if self._serving is None:
             raise RuntimeError("the Kubernetes emulator is not started: call start() first")
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> KubeEmulator:
-        if self._server is not None:
+        if self._serving is not None:
             return self
-        self._server = _Server((self.host, self.port), _Handler)
-        self._server.emulator = self
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"kube-emulator-{self.port}", daemon=True)
-        self._thread.start()
+        server = _Server((self.host, self.port), _Handler)
+        server.emulator = self
+        self.port = server.server_address[1]
+        self._serving = ServingThread(server, f"kube-emulator-{self.port}")
         return self
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> KubeEmulator:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.stop(timeout=5)
 
     def write_kubeconfig(self, path: Path, *, context: str = "lamia-emulator",
                          namespace: str = "default") -> Path:
@@ -456,6 +441,10 @@ class _Server(ThreadingHTTPServer):
     def track(self, conn: socket.socket, alive: bool) -> None:
         with self._conn_lock:
             (self._connections.add if alive else self._connections.discard)(conn)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self.close_connections()
 
     def close_connections(self) -> None:
         """Drop kept-alive client connections so that their handler threads end with the server."""

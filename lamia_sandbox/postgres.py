@@ -18,12 +18,10 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from lamia_sandbox.prefect_server import free_port
+from lamia_sandbox._lifecycle import Service, free_port, stop_process
 
 
 class PostgresError(RuntimeError):
@@ -42,7 +40,7 @@ def find_bin_dir() -> Path:
     return Path(candidates[-1]).parent
 
 
-class PostgresServer:
+class PostgresServer(Service):
     """``initdb`` + ``pg_ctl start`` in a temporary directory; :meth:`stop` removes it all."""
 
     def __init__(
@@ -156,34 +154,15 @@ class PostgresServer:
         """Fast shutdown (disconnects clients), waits for the server to exit, removes the directory."""
         if self.dir is None:
             return
-        pid = self.postmaster_pid
-        if pid is not None and self.bin_dir is not None:
-            with contextlib.suppress(PostgresError, subprocess.TimeoutExpired):
-                self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast",
-                           "-w", "-t", "30", "stop"], as_owner=True)
-            deadline = time.monotonic() + 10
-            while process_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if process_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, 9)
+        pid, bin_dir = self.postmaster_pid, self.bin_dir
+        if pid is not None and bin_dir is not None:
+
+            def fast_shutdown() -> None:
+                with contextlib.suppress(PostgresError, subprocess.TimeoutExpired):
+                    self._run([str(bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast",
+                               "-w", "-t", "30", "stop"], as_owner=True)
+
+            stop_process(pid, grace=10, ask=fast_shutdown)
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir = None
         self.port = 0
-
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-def process_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie is not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +21,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
+
+from lamia_sandbox._lifecycle import Service, free_port, log_tail, stop_child
 
 #: Prefect settings a client process needs to talk to a server.
 CLIENT_SETTINGS = ("PREFECT_API_URL", "PREFECT_UI_URL")
@@ -31,13 +30,6 @@ CLIENT_SETTINGS = ("PREFECT_API_URL", "PREFECT_UI_URL")
 
 class PrefectServerError(RuntimeError):
     """The Prefect server could not be started, did not become healthy, or is not reachable."""
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (the server binds it itself, so a race remains)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def healthy(api_url: str, timeout: float = 2.0) -> bool:
@@ -48,7 +40,7 @@ def healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-class PrefectServer:
+class PrefectServer(Service):
     """``prefect server start`` with an isolated home; or, via :meth:`existing`, a server run elsewhere."""
 
     def __init__(
@@ -165,7 +157,7 @@ class PrefectServer:
             if self._proc.poll() is not None:
                 raise PrefectServerError(
                     f"the Prefect server exited with code {self._proc.returncode} on port {port}:\n"
-                    + _tail(self.log_path)
+                    + log_tail(self.log_path)
                 )
             if healthy(self.api_url, timeout=1):
                 self.startup_seconds = time.monotonic() - started
@@ -173,7 +165,7 @@ class PrefectServer:
             time.sleep(0.2)
         raise PrefectServerError(
             f"the Prefect server on port {port} was not healthy after {self._start_timeout:.0f}s:\n"
-            + _tail(self.log_path)
+            + log_tail(self.log_path)
         )
 
     def stop(self) -> None:
@@ -183,59 +175,9 @@ class PrefectServer:
     def _terminate(self) -> None:
         proc, self._proc = self._proc, None
         self.port = 0
-        if proc is None:
-            return
-        pgid = proc.pid  # start_new_session made the server its group's leader.
-        _signal_group(pgid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=self._stop_timeout)
-        except subprocess.TimeoutExpired:
-            _signal_group(pgid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        # Services the server spawned are not our children: wait for them by their group.
-        deadline = time.monotonic() + self._stop_timeout
-        while group_members(pgid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if group_members(pgid):
-            _signal_group(pgid, signal.SIGKILL)
-
-    def __enter__(self) -> PrefectServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes in process group ``pgid``, read from /proc."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name is in parentheses and may itself contain spaces or parentheses.
-        fields = stat[stat.rfind(")") + 2:].split()
-        state, proc_pgid = fields[0], int(fields[2])
-        if proc_pgid == pgid and state != "Z":
-            members.append(int(entry.name))
-    return members
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return "(no log)"
-
+        # start_new_session made the server its group's leader; the services it spawned are not
+        # our children, so the whole group is stopped and waited for.
+        stop_child(proc, grace=self._stop_timeout, group=True)
 
 
 def _drain_prefect_workers() -> None:

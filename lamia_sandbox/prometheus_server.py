@@ -6,11 +6,9 @@ a temporary directory that :meth:`PrometheusServer.stop` removes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,10 +17,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
+
+from lamia_sandbox._lifecycle import Service, free_port, log_tail, stop_child
 
 PROMETHEUS_BIN = os.environ.get("LAMIA_PROMETHEUS_BIN", "/usr/bin/prometheus")
 JOB = "istio-simulator"
@@ -30,13 +29,6 @@ JOB = "istio-simulator"
 
 class PrometheusServerError(RuntimeError):
     """Prometheus could not be started, or did not become ready."""
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (Prometheus must bind it itself, so a race remains)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _split_target(url: str) -> tuple[str, str, str]:
@@ -49,7 +41,7 @@ def _split_target(url: str) -> tuple[str, str, str]:
     return parts.scheme, parts.netloc, parts.path or "/metrics"
 
 
-class PrometheusServer:
+class PrometheusServer(Service):
     """Runs ``prometheus`` scraping ``scrape_targets`` every ``scrape_interval``.
 
     Targets are URLs (``http://127.0.0.1:PORT/metrics``) or ``host:port``, all in
@@ -152,13 +144,13 @@ class PrometheusServer:
             if self._proc.poll() is not None:
                 raise PrometheusServerError(
                     f"Prometheus exited with code {self._proc.returncode} on port {port}:\n"
-                    + _tail(log_path)
+                    + log_tail(log_path)
                 )
             if self._ready():
                 return
             time.sleep(0.1)
         raise PrometheusServerError(
-            f"Prometheus on port {port} not ready after {self._start_timeout:.0f}s:\n" + _tail(log_path)
+            f"Prometheus on port {port} not ready after {self._start_timeout:.0f}s:\n" + log_tail(log_path)
         )
 
     def _ready(self) -> bool:
@@ -175,29 +167,13 @@ class PrometheusServer:
     def _kill(self) -> None:
         proc, self._proc = self._proc, None
         self.port = 0
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_child(proc, grace=10)
 
     def _cleanup_dir(self) -> None:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
             self._targets_file = None
-
-    def __enter__(self) -> PrometheusServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # --- targets added while running ---------------------------------------------------------
 
@@ -257,9 +233,3 @@ class PrometheusServer:
 def _target_group(url: str) -> dict[str, Any]:
     scheme, hostport, path = _split_target(url)
     return {"targets": [hostport], "labels": {"__scheme__": scheme, "__metrics_path__": path}}
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return "(no log)"

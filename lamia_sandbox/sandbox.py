@@ -8,17 +8,17 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 from lamia_core.kube import KubeConfig
 from lamia_core.prometheus import PrometheusConfig
+from lamia_sandbox._lifecycle import Service
 from lamia_sandbox.kube_emulator import KubeEmulator
 from lamia_sandbox.prometheus_server import PrometheusServer
 from lamia_sandbox.seed import seed_application
 from lamia_sandbox.simulator import TrafficSimulator, VersionBehaviour, kubernetes_gateway_source
 
 
-class Sandbox:
+class Sandbox(Service):
     """Start with ``with Sandbox(...) as sb:``; ``sb.kube`` and ``sb.prometheus`` configure Lamia."""
 
     def __init__(
@@ -93,11 +93,3 @@ class Sandbox:
                     pass
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Sandbox:
-        return self.start()
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -39,7 +39,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from types import TracebackType
 from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -49,6 +48,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field
 
+from lamia_sandbox._lifecycle import Service, ServingThread
 from lamia_sandbox.routing import MESH, NoRoute, Request, applies, choose
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ class _Series:
         return out
 
 
-class TrafficSimulator:
+class TrafficSimulator(Service):
     """Traffic for the versions of ``app`` in ``namespace``, routed by ``gateway_source()``.
 
     ``gateway_source`` returns the current VirtualService (or None when there is
@@ -222,8 +222,7 @@ class TrafficSimulator:
             self.set_behaviour(name, behaviour)
         self._registry = CollectorRegistry(auto_describe=True)
         self._registry.register(_IstioCollector(self))
-        self._server: Any = None
-        self._server_thread: threading.Thread | None = None
+        self._serving: ServingThread | None = None
         self._traffic: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -452,9 +451,9 @@ class TrafficSimulator:
 
     @property
     def metrics_url(self) -> str:
-        if self._server is None:
+        if self._serving is None:
             raise RuntimeError("the simulator is not serving; call serve() or start() first")
-        return f"http://{self._host}:{self._server.server_address[1]}/metrics"
+        return f"http://{self._host}:{self._serving.port}/metrics"
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -462,14 +461,10 @@ class TrafficSimulator:
 
     def serve(self) -> TrafficSimulator:
         """Serve the metrics (no traffic yet)."""
-        if self._server is None:
+        if self._serving is None:
             server = make_server(self._host, self._port, make_wsgi_app(self._registry),
                                  _ThreadingWSGIServer, handler_class=_QuietHandler)
-            # A short poll interval makes stop() quick; the default half second adds up in tests.
-            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                      name=f"metrics-{self.app}", daemon=True)
-            thread.start()
-            self._server, self._server_thread = server, thread
+            self._serving = ServingThread(server, f"metrics-{self.app}")
         return self
 
     def start(self) -> TrafficSimulator:
@@ -490,21 +485,9 @@ class TrafficSimulator:
 
     def stop(self) -> None:
         self.stop_traffic()
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._server_thread is not None:
-            self._server_thread.join(timeout=10)
-            self._server_thread = None
-
-    def __enter__(self) -> TrafficSimulator:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.stop()
 
     def _run(self) -> None:
         # Evenly spaced requests: each tick sends what the elapsed time owes, so the rate holds

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import yaml
+from hypothesis import given, settings
 from typer.testing import CliRunner
 
 from flows.cli import app
 from lamia_core.conditions import compile_condition
+from tests.plugins.hostile import assert_refused_cleanly, hostile_texts, invoke, stdin_bytes
 
 runner = CliRunner()
 
@@ -53,10 +55,37 @@ def test_bad_condition_exits_2_with_the_caret_message_on_stderr() -> None:
 def test_syntax_error_names_what_was_expected() -> None:
     result = runner.invoke(app, ["check", "condition", 'uri exact "/" and'])
     assert result.exit_code == 2
-    assert "unexpected end of input; expected one of: (, authority, cookie, header" in result.stderr
+    assert "unexpected end of input; expected one of: '(', 'authority', 'cookie', 'header'" in result.stderr
 
 
 def test_what_istio_cannot_express_exits_2() -> None:
     result = runner.invoke(app, ["check", "condition", 'not uri prefix "/a"'])
     assert result.exit_code == 2
     assert "only header and cookie tests can be negated" in result.stderr
+
+
+HOSTILE = hostile_texts(
+    ['header "User-Agent" regex "^.*(Chrome).*$" or header "User-Agent" regex "^.*(Nexus 6P).*$"',
+     'uri prefix "/reviews" and not cookie "shop-experiment" exact "subset1"'],
+    openers=["(", "not "],
+)
+
+
+@settings(max_examples=150)
+@given(HOSTILE)
+def test_hostile_conditions_exit_2_with_one_message(text: str) -> None:
+    assert_refused_cleanly(invoke(app, ["check", "condition", "--", text]), text)
+    assert_refused_cleanly(invoke(app, ["check", "condition", "-"], input=stdin_bytes(text)), text)
+
+
+def test_a_lone_surrogate_from_the_command_line_exits_2() -> None:
+    # An undecodable byte (0xff) in argv arrives as the lone surrogate U+DCFF.
+    result = runner.invoke(app, ["check", "condition", 'header "x" regex "\udcff"'])
+    assert result.exit_code == 2 and result.exception is not None and isinstance(result.exception, SystemExit)
+    assert "lone surrogate (U+DCFF)" in result.stderr and "line 1, column 19" in result.stderr
+
+
+def test_stdin_that_is_not_utf8_exits_2_naming_the_byte() -> None:
+    result = runner.invoke(app, ["check", "condition", "-"], input=b'uri exact "/\xff"')
+    assert result.exit_code == 2
+    assert result.stderr == "lamia: error: stdin is not UTF-8 text: byte 12 (0xff) cannot be decoded\n"

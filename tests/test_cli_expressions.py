@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
 from typer.testing import CliRunner
 
 from flows.cli import app
+from tests.plugins.hostile import assert_refused_cleanly, hostile_texts, invoke, stdin_bytes
 
 RATIO = "external_upstream_rq_2xx / upstream_rq_total"
 WEIGHTED = "(external_upstream_rq_2xx + upstream_rq_3xx) / (upstream_rq_total - external_upstream_rq_4xx)"
@@ -78,8 +80,9 @@ def test_check_reports_unknown_version_with_position() -> None:
     first, src, caret = err.splitlines()
     assert first.startswith("lamia: error: expression error at line 1, column 106: "
                             "unknown version 'version2' (known versions: version1, version3)")
-    assert src == "  " + CUSTOM
-    assert caret == "  " + " " * 105 + "^"
+    # A long line is shown cut around the column, the caret still under the offending name.
+    assert src.startswith("  ...") and src.endswith("...") and len(src) < len(CUSTOM)
+    assert src[caret.index("^"):].startswith('"version2"')
 
 
 def test_check_reports_syntax_error_with_expected_tokens() -> None:
@@ -181,3 +184,36 @@ def test_eval_runtime_type_error_is_reported_with_position(tmp_path: Path) -> No
     assert code == 2 and "column 60: the left operand of '*' must be a number, not a version" in err
     path = metrics_file(tmp_path, {"version1": {"upstream_rq_total": 0}, "version2": {}}, "low.json")
     assert lamia("eval", "expression", program, "--metrics", path, "--version", "version1")[:2] == (0, "2\n")
+
+
+# --- hostile input -------------------------------------------------------------------------------
+
+HOSTILE = hostile_texts(
+    [CUSTOM, RATIO, 'if metric "v10" "upstream_rq_total" > 0 { best = "v10"; } else { best = "v9"; } best'],
+    openers=["(", "not ", "-"],
+)
+
+
+@pytest.fixture(scope="module")
+def v9_v10_metrics(tmp_path_factory: pytest.TempPathFactory) -> str:
+    row = {"external_upstream_rq_2xx": 95, "upstream_rq_total": 100}
+    return metrics_file(tmp_path_factory.mktemp("metrics"), {"v9": row, "v10": row})
+
+
+@settings(max_examples=150)
+@given(text=HOSTILE)
+def test_hostile_expressions_exit_2_with_one_message(text: str, v9_v10_metrics: str) -> None:
+    # "--" ends the options: an expression may start with "-" (unary minus).
+    assert_refused_cleanly(invoke(app, ["check", "expression", "--", text]), text)
+    assert_refused_cleanly(invoke(app, ["check", "expression", "-", "--versions", "v9,v10"],
+                                         input=stdin_bytes(text)), text)
+    assert_refused_cleanly(invoke(app, ["eval", "expression", "--metrics", v9_v10_metrics,
+                                               "--version", "v10", "--", text]), text)
+    assert_refused_cleanly(invoke(app, ["eval", "expression", "-", "--metrics", v9_v10_metrics],
+                                         input=stdin_bytes(text)), text)
+
+
+def test_a_lone_surrogate_in_an_expression_exits_2() -> None:
+    code, out, err = lamia("check", "expression", 'metric "v9" "upstream_rq_\udcff"')
+    assert (code, out) == (2, "")
+    assert "line 1, column 26: invalid text: a lone surrogate (U+DCFF)" in err

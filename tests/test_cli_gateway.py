@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
 from typer.testing import CliRunner, Result
 
 from flows.cli import app
 from lamia_core.istio import ISTIO_API
 from lamia_sandbox.kube_emulator import KubeEmulator
 from lamia_sandbox.seed import seed_application
+from tests.plugins.hostile import assert_refused_cleanly, hostile_texts, invoke
 from tests.plugins.istio_schema import IstioValidator
 
 NS, APP = "bookinfo", "reviews"
@@ -115,6 +117,15 @@ def test_render_gateway_bad_input(args: list[str], fragment: str) -> None:
 def test_render_gateway_bad_namespace() -> None:
     assert_one_error_line(lamia("render", "gateway", "-n", "Book_Info", "-a", APP, "--weights", "v1=100"),
                           "namespace 'Book_Info' is not a valid DNS-1123 label")
+
+
+@settings(max_examples=100)
+@given(hostile_texts(['header "end-user" exact "jason"', 'uri prefix "/reviews" or method exact "POST"'],
+                     openers=["(", "not "]))
+def test_render_gateway_refuses_a_hostile_condition_with_one_message(condition: str) -> None:
+    result = invoke(app, ["render", "gateway", "-n", NS, "-a", APP, "--weights", "v1=90,v2=10",
+                          "--condition", condition, "--condition-weights", "v2=100"])
+    assert_refused_cleanly(result, condition)
 
 
 # --- cluster init -------------------------------------------------------------------------------

@@ -270,20 +270,24 @@ def test_positions_of_terms_and_values() -> None:
 @pytest.mark.parametrize(
     ("text", "line", "column", "reason", "expected"),
     [
-        ("", 1, 1, "the condition is empty", ["(", "authority", "cookie", "header", "method", "not",
-                                               "query", "uri"]),
-        ('heder "x" present', 1, 1, 'unknown word "heder" (did you mean "header"?)', None),
-        ('header "x" equals "y"', 1, 12, 'unknown word "equals"', ["exact", "prefix", "present", "regex"]),
+        ("", 1, 1, "the condition is empty", ["'('", "'authority'", "'cookie'", "'header'", "'method'",
+                                               "'not'", "'query'", "'uri'"]),
+        ('heder "x" present', 1, 1, "unknown word 'heder' (did you mean 'header'?)", None),
+        ('header "x" equals "y"', 1, 12, "unknown word 'equals'",
+         ["'exact'", "'prefix'", "'present'", "'regex'"]),
+        ('header "x" exac "y"', 1, 12, "unknown word 'exac' (did you mean 'exact'?)", None),
         ('header "x" exact', 1, 17, "unexpected end of input", ["a string in double quotes"]),
         ('uri exact "/" and\n', 1, 18, "unexpected end of input", None),
-        ('uri exact "/" )', 1, 15, 'unexpected ")"', ["end of input"]),
-        ('(uri exact "/"', 1, 15, "unexpected end of input", [")"]),
-        ('uri exact "/" uri exact "/a"', 1, 15, 'unexpected "uri"', ["and", "end of input", "or"]),
-        ('uri exact "/" oor uri exact "/a"', 1, 15, 'unknown word "oor" (did you mean "or"?)', None),
-        ('uri present', 1, 5, 'unexpected "present"', ["exact", "prefix", "regex"]),
+        ('uri exact "/" and # and then?', 1, 18, "unexpected end of input", None),
+        ('uri exact "/" )', 1, 15, "unexpected ')'", ["end of input"]),
+        ('(uri exact "/"', 1, 15, "unexpected end of input", ["')'"]),
+        ('uri exact "/" uri exact "/a"', 1, 15, "unexpected 'uri'", ["'and'", "'or'", "end of input"]),
+        ('uri exact "/" oor uri exact "/a"', 1, 15, "unknown word 'oor' (did you mean 'or'?)", None),
+        ('uri present', 1, 5, "unexpected 'present'", ["'exact'", "'prefix'", "'regex'"]),
+        ('uri exact "/" "/a"', 1, 15, 'unexpected string "/a"', None),
         ('uri exact "/a', 1, 11, "unterminated string", None),
         ("uri exact '/a'", 1, 11, "double quotes", None),
-        ('uri exact "/" andheader "x" present', 1, 15, 'unknown word "andheader"', None),
+        ('uri exact "/" andheader "x" present', 1, 15, "unknown word 'andheader'", None),
         ('uri exact "/"\nand header "x" exact @', 2, 22, "unexpected character '@'", None),
         ('header "a b" present', 1, 8, "not a valid header name", None),
         ('header "Host" exact "a"', 1, 8, "use authority tests", None),
@@ -530,7 +534,11 @@ def test_compiled_match_routes_exactly_the_requests_the_condition_holds_for(
         assert _istio_matches(match, req) == _holds(cond, req), (format_condition(cond), match, req)
 
 
-_any_text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"), max_size=8)
+# Any text a string of the language can hold: no line break, control character (tab aside) or
+# lone surrogate.
+_any_text = st.text(st.characters(exclude_categories=["Cs", "Cc"], include_characters="\t"), max_size=8)
+# Any text at all, for what the printer must refuse.
+_raw_text = st.text(max_size=8)
 _token = st.text(alphabet="!#$%&'*+-.^_`|~0aZ9", min_size=1, max_size=6)
 _VALID_REGEXES = [*_REGEXES, r"\d+", r'say "hi"', r"a\\b", "[\"\\\\]", r"\(\)"]
 
@@ -555,8 +563,8 @@ def _valid_terms(draw: st.DrawFn) -> Term:
         value = draw(st.text(alphabet="ABCXYZ-", max_size=6) if fld == "method" else _any_text)
         if fld == "cookie":
             value = value.replace(";", "")
-        if fld == "uri":
-            value = value.replace("?", "")  # the path never holds the query string: refused
+        if fld == "uri" and op != "regex":
+            value = value.replace("?", "")  # uri is the path: a "?" could never match
         if op == "prefix" and fld in ("header", "method", "authority") and not value:
             value = "Z"
     return Term(fld, name, op, value)
@@ -572,11 +580,11 @@ def test_format_then_parse_gives_the_same_tree(cond: Condition) -> None:
 
 
 @st.composite
-def _any_terms(draw: st.DrawFn) -> Term:
+def _any_terms(draw: st.DrawFn, text: st.SearchStrategy[str] = _any_text) -> Term:
     fld = draw(st.sampled_from(["header", "cookie", "query", "uri", "method", "authority"]))
     named = fld in ("header", "cookie", "query")
     op = draw(st.sampled_from(["exact", "prefix", "regex"] + (["present"] if named else [])))
-    return Term(fld, draw(_any_text) if named else None, op, None if op == "present" else draw(_any_text))
+    return Term(fld, draw(text) if named else None, op, None if op == "present" else draw(text))
 
 
 @settings(max_examples=300, deadline=None)
@@ -616,6 +624,43 @@ def test_arbitrary_text_raises_nothing_but_language_errors(text: str) -> None:
 def test_the_printer_refuses_strings_it_cannot_write() -> None:
     with pytest.raises(InvalidInput, match="line break"):
         format_condition(Term("header", "x", "exact", "a\nb"))
+
+
+@pytest.mark.parametrize(
+    ("term", "reason"),
+    [
+        # Found by the round-trip property: the printer wrote text the parser refuses.
+        (Term("uri", None, "exact", "?"), "without the query string"),
+        (Term("uri", None, "prefix", "/a?b=1"), "without the query string"),
+        (Term("header", "a b", "present", None), "not a valid header name"),
+        (Term("header", "Host", "exact", "shop"), "use authority tests"),
+        (Term("query", "", "present", None), "cannot be empty"),
+        (Term("cookie", "c", "exact", "a;b"), "cannot contain"),
+        (Term("method", None, "exact", "get"), 'did you mean "GET"?'),
+        (Term("header", "x", "prefix", ""), "empty prefix"),
+        (Term("header", "x", "regex", "(a)\\1"), "backreferences"),
+        (Term("header", "x", "exact", "a\x00b"), "control character U+0000"),
+        (Term("header", "x", "exact", "\ud800"), "lone surrogate"),
+        (Term("uri", None, "exact", "/" * MAX_TEXT), "characters long"),
+    ],
+)
+def test_the_printer_refuses_what_the_parser_refuses(term: Term, reason: str) -> None:
+    with pytest.raises(LanguageError, match=re.escape(reason)):
+        format_condition(term)
+    with pytest.raises(LanguageError, match=re.escape(reason)):
+        format_condition(Or((Term("uri", None, "prefix", "/shop"), Not(term))))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_trees(st.one_of(_any_terms(_raw_text), _valid_terms())))
+def test_the_printer_writes_only_what_parses_back_to_the_same_tree(cond: Condition) -> None:
+    try:
+        text = format_condition(cond)
+    except InvalidInput:
+        event("refused")
+        return
+    event("printed")
+    assert parse_condition(text) == cond
 
 
 def test_tree_constructors_refuse_malformed_nodes() -> None:

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from lamia_core.errors import InvalidInput, LamiaError, LanguageError
@@ -31,6 +31,7 @@ from lamia_core.expressions import (
     VersionLit,
     analyse,
     evaluate,
+    format_expr,
     format_number,
     format_program,
     parse_expression,
@@ -232,7 +233,7 @@ def test_caret_lines_up_when_text_has_unusual_line_breaks() -> None:
 def test_text_longer_than_the_limit_is_rejected_with_its_position() -> None:
     err = language_error(parse_expression, "1" + " " * MAX_TEXT)
     assert (err.line, err.column) == (1, MAX_TEXT + 1)
-    assert "too long" in err.reason
+    assert err.reason == f"the expression is {MAX_TEXT + 1} characters long; at most {MAX_TEXT} are accepted"
 
 
 @pytest.mark.parametrize(
@@ -543,7 +544,9 @@ PROPS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthC
 identifiers = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,6}", fullmatch=True).filter(
     lambda s: s.lower() not in KEYWORDS)
 version_names = st.from_regex(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,5}[A-Za-z0-9])?", fullmatch=True)
-metric_texts = st.text(st.characters(exclude_characters='"\n\r', codec="utf-8"),
+# Any character a quoted name can hold: no quote, line break or control character (tab aside).
+metric_texts = st.text(st.characters(exclude_characters='"\n\r', exclude_categories=["Cc"],
+                                     include_characters="\t", codec="utf-8"),
                        min_size=1, max_size=8)
 literals = st.floats(min_value=0, allow_nan=False, allow_infinity=False)
 
@@ -580,6 +583,31 @@ def test_printing_then_parsing_gives_the_same_tree(program: Program) -> None:
     except LanguageError as exc:
         assert "nested too deeply" in exc.reason
         return
+    assert parse_expression(text) == program
+
+
+def test_the_printer_refuses_a_program_the_parser_would_refuse() -> None:
+    for metric in ("\x1f", "a\x00b", "\x7f"):  # a constructor lets them by; the lexer does not
+        program = Program((), MetricRef("v1", metric))
+        with pytest.raises(LanguageError, match="control character"):
+            format_program(program)
+        with pytest.raises(LanguageError, match="control character"):
+            format_expr(program.result)
+    long = Program((), MetricRef("v1", "m" * MAX_TEXT))
+    with pytest.raises(LanguageError, match="characters long"):
+        format_program(long)
+
+
+@PROPS
+@given(programs(identifiers, version_names, st.text(min_size=1, max_size=4).filter(
+    lambda m: not any(c in m for c in '"\n\r'))))
+def test_the_printer_writes_only_what_parses_back_to_the_same_tree(program: Program) -> None:
+    try:
+        text = format_program(program)
+    except LanguageError:
+        event("refused")
+        return
+    event("printed")
     assert parse_expression(text) == program
 
 

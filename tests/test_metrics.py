@@ -19,6 +19,7 @@ from lamia_core.metrics import (
     build_query,
     check_window,
     combine,
+    duration_seconds,
     metric_def,
     metric_names,
     promql_string,
@@ -99,7 +100,22 @@ def test_valid_windows(window: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "window", ["", "1", "m", "1 m", "-1m", "1.5m", "1M", "5m]", "0s", "0m0s", "30s1m", "1m;"]
+    ("window", "seconds"),
+    [("30s", 30.0), ("1m30s", 90.0), ("1h30m", 5400.0), ("500ms", 0.5), ("2d", 172800.0),
+     ("1w", 604800.0), ("1y", 31536000.0), ("0s", 0.0), ("1h0m5s", 3605.0)],
+)
+def test_duration_seconds(window: str, seconds: float) -> None:
+    assert duration_seconds(window) == seconds
+
+
+@pytest.mark.parametrize("window", ["", "1", "m", " 1m", "1m\n", "30s1m", "1.5m", "ms"])
+def test_duration_seconds_refuses_what_is_not_a_duration(window: str) -> None:
+    with pytest.raises(InvalidInput, match="is not a Prometheus duration"):
+        duration_seconds(window)
+
+
+@pytest.mark.parametrize(
+    "window", ["", "1", "m", "1 m", "-1m", "1.5m", "1M", "5m]", "0s", "0m0s", "30s1m", "1m;", "1m\n"]
 )
 def test_invalid_windows(window: str) -> None:
     with pytest.raises(InvalidInput, match="window"):

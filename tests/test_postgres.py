@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lamia_sandbox.postgres import PostgresServer, process_alive
+from lamia_sandbox._lifecycle import process_alive
+from lamia_sandbox.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
 

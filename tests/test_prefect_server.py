@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from lamia_sandbox._lifecycle import free_port, group_members
 from lamia_sandbox.postgres import PostgresServer
-from lamia_sandbox.prefect_server import PrefectServer, PrefectServerError, free_port, group_members, healthy
+from lamia_sandbox.prefect_server import PrefectServer, PrefectServerError, healthy
 from tests.plugins.prefect_server import prefect_client_env
 
 pytestmark = pytest.mark.integration

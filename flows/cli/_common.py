@@ -10,7 +10,7 @@ from typing import ParamSpec, TypeVar
 import typer
 from pydantic import ValidationError
 
-from lamia_core.errors import LamiaError
+from lamia_core.errors import InvalidInput, LamiaError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -48,3 +48,18 @@ def validation_message(exc: ValidationError) -> str:
             msg = str(cause)
         parts.append(f"--{where.replace('_', '-')}: {msg}")
     return "; ".join(parts)
+
+
+def read_source(text: str) -> str:
+    """A command's text argument, or all of stdin when it is ``-``; stdin must be UTF-8."""
+    if text != "-":
+        return text
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # a text-only stdin (an embedding program): already decoded
+        return sys.stdin.read()
+    data: bytes = buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"stdin is not UTF-8 text: byte {exc.start} (0x{data[exc.start]:02x}) "
+                           "cannot be decoded") from None

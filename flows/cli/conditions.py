@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 import yaml
 
 from flows.cli._app import check_app
-from flows.cli._common import handle_errors
+from flows.cli._common import handle_errors, read_source
 from lamia_core.conditions import compile_condition
 
 
@@ -20,5 +18,5 @@ def check_condition(
     ),
 ) -> None:
     """Print the Istio HTTPMatchRequest list (YAML) a condition compiles to; exit 2 if it is invalid."""
-    source = sys.stdin.read() if text == "-" else text
-    typer.echo(yaml.safe_dump(compile_condition(source), sort_keys=False, allow_unicode=True), nl=False)
+    match = compile_condition(read_source(text))
+    typer.echo(yaml.safe_dump(match, sort_keys=False, allow_unicode=True), nl=False)

@@ -7,14 +7,13 @@ stdin (programs are often several lines long).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from flows.cli._app import check_app, eval_app
-from flows.cli._common import handle_errors
+from flows.cli._common import handle_errors, read_source
 from lamia_core.errors import InvalidInput
 from lamia_core.expressions import analyse, evaluate, format_number, parse_expression
 from lamia_core.metrics import metric_names
@@ -25,10 +24,6 @@ SCORED = "*"
 
 TextArg = Annotated[str, typer.Argument(help="The expression or program; '-' reads it from stdin.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-
-
-def _read_text(text: str) -> str:
-    return sys.stdin.read() if text == "-" else text
 
 
 def _parse_versions(raw: str | None) -> list[str] | None:
@@ -53,7 +48,7 @@ def check_expression(
     VERSION is '*' for a bare metric name: the version being scored.
     """
     requirements = analyse(
-        parse_expression(_read_text(text)), metrics=metric_names(), versions=_parse_versions(versions)
+        parse_expression(read_source(text)), metrics=metric_names(), versions=_parse_versions(versions)
     )
     pairs = sorted(requirements.pairs, key=lambda p: (p[0] is not None, p[0] or "", p[1]))
     if as_json:
@@ -129,7 +124,7 @@ def eval_expression(
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate an expression on metric values; print a number, a version name or 'nil'."""
-    program = parse_expression(_read_text(text))
+    program = parse_expression(read_source(text))
     values = load_values(metrics)
     versions = set(values)
     if version is not None:

@@ -30,7 +30,7 @@ it compiles to a regex on the Cookie header, which the value regex of
 ``cookie ... regex`` becomes part of: it should not match ``;`` (write
 ``[^;]*`` rather than ``.*``), and may have ``^``/``$`` only at its ends.
 
-What Istio can express (see :mod:`lamia_core._condition_istio`): ``not`` only on
+What Istio can express (see :mod:`lamia_core.conditions._istio`): ``not`` only on
 header and cookie tests; in each alternative of the condition written as an OR
 of ANDs, at most one test of the uri, the method, the authority, each query
 parameter, and each header (cookies included: they share the Cookie header)
@@ -41,7 +41,7 @@ entries in the compiled ``match`` list.
 
 from __future__ import annotations
 
-from lamia_core._condition_ast import (
+from lamia_core.conditions._ast import (
     MAX_DEPTH,
     MAX_TEXT,
     And,
@@ -49,10 +49,9 @@ from lamia_core._condition_ast import (
     Not,
     Or,
     Term,
-    format_condition,
 )
-from lamia_core._condition_istio import MAX_MATCHES, compile_condition, cookie_regex
-from lamia_core._condition_parse import parse_condition, terms
+from lamia_core.conditions._istio import MAX_MATCHES, compile_condition, cookie_regex
+from lamia_core.conditions._parse import format_condition, parse_condition, terms
 
 __all__ = [
     "MAX_DEPTH",

@@ -6,8 +6,9 @@ import math
 from collections.abc import Collection, Iterable, Mapping
 from typing import TypeAlias
 
-from lamia_core._expr_analyse import BOOL, NUM, VER, Kind, describe, run_analysis
-from lamia_core._expr_ast import (
+from lamia_core.errors import InvalidInput, LanguageError
+from lamia_core.expressions._analyse import BOOL, NUM, VER, Kind, describe, run_analysis
+from lamia_core.expressions._ast import (
     ARITHMETIC,
     ORDERING,
     Assign,
@@ -24,7 +25,6 @@ from lamia_core._expr_ast import (
     VersionLit,
     language_error,
 )
-from lamia_core.errors import InvalidInput, LanguageError
 
 
 class _Version(str):

@@ -64,8 +64,8 @@ a caret, what was expected); nothing here uses Python's eval.
 
 from __future__ import annotations
 
-from lamia_core._expr_analyse import Kind, Requirements, analyse
-from lamia_core._expr_ast import (
+from lamia_core.expressions._analyse import Kind, Requirements, analyse
+from lamia_core.expressions._ast import (
     KEYWORDS,
     MAX_DEPTH,
     MAX_TEXT,
@@ -86,8 +86,8 @@ from lamia_core._expr_ast import (
     VersionLit,
     format_number,
 )
-from lamia_core._expr_eval import Result, evaluate
-from lamia_core._expr_parse import format_expr, format_program, parse_expression
+from lamia_core.expressions._eval import Result, evaluate
+from lamia_core.expressions._parse import format_expr, format_program, parse_expression
 
 __all__ = [
     "KEYWORDS",

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedToken
-from lark.lexer import PatternStr
+from lark import Token, Transformer, v_args
 
-from lamia_core._expr_ast import (
+from lamia_core import _language
+from lamia_core.expressions._ast import (
+    LANGUAGE,
     MAX_TEXT,
     Assign,
     Binary,
@@ -30,75 +29,7 @@ from lamia_core._expr_ast import (
     check_depth,
     format_number,
     is_version_name,
-    language_error,
-    position_of,
 )
-
-# Precedence climbs down the rules; comparisons are not associative (`a < b < c`
-# is a syntax error) because chaining them has no obvious meaning with nil.
-_GRAMMAR = r"""
-program: _stmt* expr _SEMI?
-_stmt: assign | if_stmt
-assign: NAME _ASSIGN expr _SEMI
-if_stmt: IF expr block (_ELSE IF expr block)* (_ELSE block)?
-block: _LBRACE _stmt* _RBRACE
-
-?expr: or_expr
-?or_expr: and_expr | or_expr OR and_expr -> binary
-?and_expr: not_expr | and_expr AND not_expr -> binary
-?not_expr: comparison | NOT not_expr -> unary
-?comparison: sum | sum (LT | LE | GT | GE | EQ | NE) sum -> binary
-?sum: product | sum (PLUS | MINUS) product -> binary
-?product: unary | product (STAR | SLASH) unary -> binary
-?unary: atom | MINUS unary -> unary
-?atom: NUMBER -> number
-     | STRING -> version
-     | NAME -> name
-     | NIL -> nil
-     | TRUE -> true
-     | FALSE -> false
-     | METRIC (STRING | NAME) (STRING | NAME) -> metric
-     | _LPAR expr _RPAR
-
-IF: "if"i
-_ELSE: "else"i
-AND: "and"i
-OR: "or"i
-NOT: "not"i
-NIL: "nil"i
-TRUE: "true"i
-FALSE: "false"i
-METRIC: "metric"i
-LE: "<="
-GE: ">="
-LT: "<"
-GT: ">"
-EQ: "=="
-NE: "!="
-PLUS: "+"
-MINUS: "-"
-STAR: "*"
-SLASH: "/"
-_ASSIGN: "="
-_SEMI: ";"
-_LBRACE: "{"
-_RBRACE: "}"
-_LPAR: "("
-_RPAR: ")"
-NAME: /[A-Za-z_][A-Za-z0-9_]*/
-NUMBER: /(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?/
-STRING: /"[^"\n\r]*"/
-COMMENT: /#[^\n]*/
-%ignore /[ \t\r\n]+/
-%ignore COMMENT
-"""
-
-_REGEX_NAMES = {
-    "NAME": "a name",
-    "NUMBER": "a number",
-    "STRING": 'a quoted name ("v1")',
-    "$END": "end of input",
-}
 
 
 @v_args(inline=True)
@@ -179,16 +110,8 @@ class _Build(Transformer[Token, Any]):
             )
         return name
 
-    def _error(self, tok: Token, message: str) -> _Located:
-        return _Located(tok.line or 0, tok.column or 0, message)
-
-
-class _Located(Exception):
-    """A semantic error found while building a node; parse_expression adds the text."""
-
-    def __init__(self, line: int, column: int, message: str) -> None:
-        super().__init__(message)
-        self.line, self.column, self.message = line, column, message
+    def _error(self, tok: Token, message: str) -> _language.Located:
+        return _language.Located(tok.line or 0, tok.column or 0, message)
 
 
 def _unquote(tok: Token) -> str:
@@ -196,26 +119,15 @@ def _unquote(tok: Token) -> str:
     return s[1:-1] if tok.type == "STRING" else s
 
 
-@functools.cache
-def _grammar() -> tuple[Lark, dict[str, str]]:
-    # The basic lexer, not the contextual one: the contextual lexer turns a keyword
-    # into a NAME in states where the keyword is not expected (`x = if`).
-    lark = Lark(_GRAMMAR, start="program", parser="lalr", lexer="basic", transformer=_Build())
-    names = dict(_REGEX_NAMES)
-    for term in lark.terminals:
-        if isinstance(term.pattern, PatternStr):
-            names[term.name] = f"'{term.pattern.value}'"
-    return lark, names
-
-
-def _describe(tok: Token, names: dict[str, str]) -> str:
-    if tok.type == "$END":
-        return "end of input"
-    if tok.type in ("NAME", "NUMBER"):
-        return f"{tok.type.lower()} {str(tok)!r}"
-    if tok.type == "STRING":
-        return f"quoted name {tok}"
-    return names.get(tok.type, repr(str(tok)))
+# The basic lexer, not the contextual one: the contextual lexer turns a keyword
+# into a NAME in states where the keyword is not expected (`x = if`).
+_PARSER: Final = _language.load_grammar("lamia_core.expressions", "expression.lark", start="program",
+                                        lexer="basic", transformer=_Build())
+VOCABULARY: Final = _language.vocabulary(
+    _PARSER, LANGUAGE, max_text=MAX_TEXT,
+    names={"NAME": "a name", "NUMBER": "a number", "STRING": 'a quoted name ("v1")'},
+    nouns={"NAME": "name", "NUMBER": "number", "STRING": "quoted name"},
+)
 
 
 def parse_expression(text: str) -> Program:
@@ -223,31 +135,7 @@ def parse_expression(text: str) -> Program:
 
     Raises LanguageError (line, column, caret, what was expected) on any error.
     """
-    if len(text) > MAX_TEXT:
-        line, column = position_of(text, MAX_TEXT)
-        raise language_error(
-            text, line, column, f"the expression is too long ({len(text)} characters, at most {MAX_TEXT})"
-        )
-    lark, names = _grammar()
-    try:
-        program = lark.parse(text)
-    except _Located as exc:
-        raise language_error(text, exc.line, exc.column, exc.message) from None
-    except UnexpectedToken as exc:
-        expected = sorted(names.get(t, t) for t in (exc.accepts or exc.expected))
-        tok = exc.token
-        # lark puts the end of input on the last token; point just after it instead.
-        at_end = tok.type == "$END" and tok.end_column is not None
-        line = (tok.end_line if at_end else tok.line) or 1
-        column = (tok.end_column if at_end else tok.column) or 1
-        raise language_error(text, line, column, f"unexpected {_describe(tok, names)}", expected) from None
-    except UnexpectedCharacters as exc:
-        pos = exc.pos_in_stream
-        char = text[pos] if pos is not None and 0 <= pos < len(text) else "?"
-        reason = "unterminated quoted name" if char == '"' else f"unexpected character {char!r}"
-        raise language_error(text, exc.line, exc.column, reason) from None
-    except LarkError as exc:  # any other lark failure is still the user's input
-        raise language_error(text, 1, 1, f"cannot parse: {exc}") from None
+    program = _language.parse(_PARSER, text, VOCABULARY)
     assert isinstance(program, Program)
     program = replace(program, text=text)
     check_depth(program)
@@ -265,24 +153,38 @@ def format_program(program: Program) -> str:
     """The canonical text of a program: one statement per line, minimal parentheses.
 
     ``parse_expression(format_program(p)) == p`` for every program ``p`` that
-    parse_expression can return (equality ignores positions).
+    parse_expression can return (equality ignores positions). A program whose
+    text the parser would refuse (a control character in a metric name, text
+    beyond the length limit...) is refused with the parser's own LanguageError
+    on the canonical text: the printer never writes what cannot be read back.
     """
     check_depth(program)
     lines: list[str] = []
     for stmt in program.statements:
         _format_statement(stmt, 0, lines)
-    lines.append(format_expr(program.result))
-    return "\n".join(lines)
+    lines.append(_fmt(program.result)[0])
+    return _readable("\n".join(lines))
+
+
+def format_expr(expr: Expr) -> str:
+    """The canonical text of one expression; refused like :func:`format_program`."""
+    check_depth(Program((), expr))
+    return _readable(_fmt(expr)[0])
+
+
+def _readable(text: str) -> str:
+    parse_expression(text)
+    return text
 
 
 def _format_statement(stmt: Statement, level: int, out: list[str]) -> None:
     pad = _INDENT * level
     if isinstance(stmt, Assign):
-        out.append(f"{pad}{stmt.name} = {format_expr(stmt.value)};")
+        out.append(f"{pad}{stmt.name} = {_fmt(stmt.value)[0]};")
         return
     for i, branch in enumerate(stmt.branches):
         head = "if" if i == 0 else "} else if"
-        out.append(f"{pad}{head} ({format_expr(branch.condition)}) {{")
+        out.append(f"{pad}{head} ({_fmt(branch.condition)[0]}) {{")
         for inner in branch.body:
             _format_statement(inner, level + 1, out)
     if stmt.orelse is not None:
@@ -290,10 +192,6 @@ def _format_statement(stmt: Statement, level: int, out: list[str]) -> None:
         for inner in stmt.orelse:
             _format_statement(inner, level + 1, out)
     out.append(f"{pad}}}")
-
-
-def format_expr(expr: Expr) -> str:
-    return _fmt(expr)[0]
 
 
 def _fmt(expr: Expr) -> tuple[str, int]:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from lamia_core._language import error_at
 from lamia_core.errors import InvalidInput, LanguageError
 
 LANGUAGE = "expression"
@@ -35,24 +36,12 @@ UNARY_OPS = frozenset({"-", "not"})
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A Kubernetes label value, which is what a version name is (see lamia_core.models).
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
-# Characters str.splitlines() breaks on but the lexer does not count as new lines.
-_ODD_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def language_error(
     text: str, line: int, column: int, message: str, expected: list[str] | None = None
 ) -> LanguageError:
-    """A LanguageError whose caret lines up with the lexer's idea of lines (``\\n`` only)."""
-    shown = _ODD_BREAKS.sub(" ", text)
-    return LanguageError(
-        message, text=shown, line=max(line, 1), column=max(column, 1), expected=expected, language=LANGUAGE
-    )
-
-
-def position_of(text: str, offset: int) -> tuple[int, int]:
-    """1-based (line, column) of a character offset."""
-    line = text.count("\n", 0, offset) + 1
-    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return error_at(text, line, column, message, LANGUAGE, expected)
 
 
 def is_identifier(name: str) -> bool:

@@ -1,4 +1,4 @@
-"""Parsing the condition language (lark, LALR) and checking each test on its own.
+"""Parsing the condition language (lark, LALR), checking each test on its own, and printing.
 
 The tree is built by an inline transformer while LALR parses, so nothing
 recurses over the input; the nesting depth is checked afterwards, before any
@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from typing import Final, cast
 
-from lark import Lark, Token, Transformer
-from lark.exceptions import LarkError
+from lark import Token, Transformer
 
-from lamia_core import _condition_regex as rx
-from lamia_core._condition_ast import (
+from lamia_core import _language
+from lamia_core.conditions import _regex as rx
+from lamia_core.conditions._ast import (
     MAX_DEPTH,
     MAX_TEXT,
     And,
@@ -24,55 +24,11 @@ from lamia_core._condition_ast import (
     Pos,
     Term,
     depth,
+    write_condition,
 )
-from lamia_core._lark_errors import to_language_error
 from lamia_core.errors import LanguageError
 
 LANGUAGE: Final = "condition"
-
-# Keywords are regexes with \b so that "andheader" is one unknown word, not "and header".
-_GRAMMAR: Final = r"""
-?start: disj
-?disj: conj (_OR conj)*
-?conj: neg (_AND neg)*
-?neg: _NOT neg -> negation
-    | atom
-?atom: term
-     | _LPAR disj _RPAR
-term: _named STRING _named_test
-    | _plain _test
-_named: HEADER | COOKIE | QUERY
-_plain: URI | METHOD | AUTHORITY
-_named_test: _test | PRESENT
-_test: _op STRING
-_op: EXACT | PREFIX | REGEX
-
-HEADER: /header\b/i
-COOKIE: /cookie\b/i
-QUERY: /query\b/i
-URI: /uri\b/i
-METHOD: /method\b/i
-AUTHORITY: /authority\b/i
-EXACT: /exact\b/i
-PREFIX: /prefix\b/i
-REGEX: /regex\b/i
-PRESENT: /present\b/i
-_AND: /and\b/i
-_OR: /or\b/i
-_NOT: /not\b/i
-_LPAR: "("
-_RPAR: ")"
-STRING: /"(?:[^"\\\r\n]|\\[^\r\n])*"/
-COMMENT: /#[^\n]*/
-%ignore /[ \t\r\n]+/
-%ignore COMMENT
-"""
-
-TOKEN_NAMES: Final = {
-    "STRING": "a string in double quotes",
-    "_LPAR": "(",
-    "_RPAR": ")",
-}
 
 # RFC 9110 token characters: what Istio accepts in a header name (and RFC 6265 in a cookie name).
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -141,11 +97,16 @@ class _Build(Transformer[Token, Condition]):
         return Or(tuple(children))
 
 
-_PARSER: Final = Lark(_GRAMMAR, parser="lalr", lexer="contextual", transformer=_Build())
+_PARSER: Final = _language.load_grammar("lamia_core.conditions", "condition.lark", lexer="contextual",
+                                        transformer=_Build())
+VOCABULARY: Final = _language.vocabulary(
+    _PARSER, LANGUAGE, max_text=MAX_TEXT, names={"STRING": "a string in double quotes"},
+    nouns={"STRING": "string"},
+)
 
 
 def _error(text: str, at: Pos, reason: str) -> LanguageError:
-    return LanguageError(reason, text=text, line=at[0], column=at[1], language=LANGUAGE)
+    return _language.error_at(text, at[0], at[1], reason, LANGUAGE)
 
 
 def check_term(t: Term, text: str) -> None:
@@ -163,7 +124,8 @@ def check_term(t: Term, text: str) -> None:
             raise _error(text, at, "a cookie regex may only have ^ at its start and $ at its end: it is "
                          "matched against the whole cookie value")
     if t.op == "prefix" and not v and t.field in ("header", "method", "authority"):
-        hint = f'; to test that the header is there, write header "{t.name}" present' if t.name else ""
+        hint = (f'; to test that the header is there, write header "{_language.clip(t.name)}" present'
+                if t.name else "")
         raise _error(text, at, "an empty prefix matches every value and Istio refuses it" + hint)
     if t.field == "uri" and t.op != "regex" and "?" in v:
         raise _error(text, at, "uri tests the path without the query string; "
@@ -182,7 +144,7 @@ def _check_name(t: Term, text: str) -> None:
         return
     what = "header" if t.field == "header" else "cookie"
     if not _TOKEN.fullmatch(name):
-        raise _error(text, at, f'"{name}" is not a valid {what} name (letters, digits and '
+        raise _error(text, at, f'"{_language.clip(name)}" is not a valid {what} name (letters, digits and '
                      "!#$%&'*+-.^_`|~ only, at least one)")
     if t.field == "header" and name.lower() in _RESERVED_HEADERS:
         instead = _RESERVED_HEADERS[name.lower()]
@@ -192,21 +154,29 @@ def _check_name(t: Term, text: str) -> None:
 
 def parse_condition(text: str) -> Condition:
     """Parse ``text`` into a condition tree; every error is a :class:`LanguageError`."""
-    if len(text) > MAX_TEXT:
-        line = text.count("\n", 0, MAX_TEXT) + 1
-        column = MAX_TEXT - (text.rfind("\n", 0, MAX_TEXT) + 1) + 1
-        raise LanguageError(f"the condition is {len(text)} characters long; at most {MAX_TEXT} are accepted",
-                            text=text, line=line, column=column, language=LANGUAGE)
-    try:
-        cond = cast(Condition, _PARSER.parse(text))  # the inline transformer returns our nodes
-    except LarkError as exc:
-        raise to_language_error(exc, text, LANGUAGE, TOKEN_NAMES) from None
+    # The inline transformer returns our nodes.
+    cond = cast(Condition, _language.parse(_PARSER, text, VOCABULARY))
     if depth(cond) > MAX_DEPTH:
         raise _error(text, _deepest(cond), f"the condition nests deeper than {MAX_DEPTH} levels of "
                      "not/and/or")
     for t in terms(cond):
         check_term(t, text)
     return cond
+
+
+def format_condition(cond: Condition) -> str:
+    """The canonical text of ``cond``: ``parse_condition(format_condition(c)) == c``.
+
+    Keywords are lower case, one space apart; parentheses appear only where the
+    tree's shape needs them. A tree whose text the parser would refuse (a
+    header name that is not a token, ``uri exact "?"``, a control character,
+    text beyond the length limit...) is refused here too, with the parser's
+    own LanguageError on the canonical text: the printer never writes what
+    cannot be read back.
+    """
+    text = write_condition(cond)
+    parse_condition(text)
+    return text
 
 
 def _deepest(cond: Condition) -> Pos:

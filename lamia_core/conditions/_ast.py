@@ -140,8 +140,9 @@ def _format(cond: Condition) -> str:
     return " or ".join(f"({_format(i)})" if isinstance(i, Or) else _format(i) for i in cond.items)
 
 
-def format_condition(cond: Condition) -> str:
-    """The canonical text of ``cond``: ``parse_condition(format_condition(c)) == c``.
+def write_condition(cond: Condition) -> str:
+    """The canonical text of ``cond``, unchecked: see ``format_condition``, which refuses a tree
+    the parser would refuse.
 
     Keywords are lower case, one space apart; parentheses appear only where the
     tree's shape needs them.

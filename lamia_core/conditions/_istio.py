@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any, Final
 
-from lamia_core import _condition_regex as rx
-from lamia_core._condition_ast import PRESENT, And, Condition, Not, Term, first_term, format_condition
-from lamia_core._condition_parse import LANGUAGE, parse_condition, terms
+from lamia_core.conditions import _regex as rx
+from lamia_core.conditions._ast import PRESENT, And, Condition, Not, Term, first_term, write_condition
+from lamia_core.conditions._parse import LANGUAGE, parse_condition, terms
 from lamia_core.errors import LanguageError
 
 #: Most entries a compiled ``match`` list may have.
@@ -260,7 +260,7 @@ def _combine_positives(pos: list[Lit], text: str) -> Lit | None:
         first, second = sorted(rest[:2], key=lambda p: (p.term.line, p.term.column))
         raise _error(text, second.term, f"an Istio match can test {_what(second)} only once, but one "
                      f"alternative of this condition (written as an OR of ANDs) needs both "
-                     f"{format_condition(first.term)} and {format_condition(second.term)}; "
+                     f"{write_condition(first.term)} and {write_condition(second.term)}; "
                      "combine them into one test")
     return rest[0]
 
@@ -317,7 +317,7 @@ def compile_condition(text_or_cond: str | Condition) -> list[dict[str, Any]]:
 
     A tree is printed and parsed again, so errors point into its canonical text.
     """
-    text = text_or_cond if isinstance(text_or_cond, str) else format_condition(text_or_cond)
+    text = text_or_cond if isinstance(text_or_cond, str) else write_condition(text_or_cond)
     cond = parse_condition(text)
     lits = {id(t): _literal(t, text) for t in terms(cond)}
     simplified = []

@@ -8,12 +8,12 @@ operator accepts; anything less certain is checked again at evaluation.
 
 from __future__ import annotations
 
-import difflib
 import enum
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from lamia_core._expr_ast import (
+from lamia_core._language import did_you_mean
+from lamia_core.expressions._ast import (
     ARITHMETIC,
     EQUALITY,
     LOGICAL,
@@ -170,8 +170,7 @@ class _Analyser:
         return language_error(self.program.text, line, column, message)
 
     def _suggest(self, name: str, candidates: Iterable[str]) -> str:
-        close = difflib.get_close_matches(name, sorted(set(candidates)), n=3, cutoff=0.75)
-        return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+        return did_you_mean(name, set(candidates), n=3, cutoff=0.75)
 
     # -- names ------------------------------------------------------------------
 
