@@ -24,6 +24,8 @@ that matters to callers is whether trying again can help::
         ├── Unreachable           connection refused, DNS, TLS handshake
         ├── Timeout               no answer in time
         └── ServerError           5xx from the cluster, Prometheus or Slack
+            └── BadAnswer         an answer that is not what was asked for (a proxy's
+                                  HTML page, a cut-off body, a wrong JSON shape)
 
 Retrying code needs exactly one line: ``retry if isinstance(exc, TemporaryError)``.
 Conflicts are their own kind because retrying them blindly would overwrite
@@ -191,6 +193,11 @@ class Timeout(TemporaryError):
 
 class ServerError(TemporaryError):
     """The server answered 5xx (or 429)."""
+
+
+class BadAnswer(ServerError):
+    """The server answered, but with something that is not an answer to the question (a proxy's
+    page, a cut-off body, JSON of another shape): temporary, like an outage."""
 
 
 def is_temporary(exc: BaseException) -> bool:

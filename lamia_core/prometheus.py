@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from urllib3.util.retry import Retry
 
 from lamia_core.errors import (
+    BadAnswer,
     Forbidden,
     InvalidInput,
     LamiaError,
@@ -96,6 +97,12 @@ def _root_cause(exc: BaseException) -> str:
     return str(exc)
 
 
+def _sample(value: object, limit: int = 120) -> str:
+    """A short, one-line sample of what came back, for the error message."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _prometheus_error(response: requests.Response) -> tuple[str, str]:
     """(errorType, error) from a Prometheus error body, or ("", start of the body)."""
     try:
@@ -144,10 +151,17 @@ class PrometheusAdapter:
             self.queries += 1
         params = {"time": f"{at:.3f}"} if at is not None else None
         result = self._call(promql, lambda: self._client.custom_query(promql, params=params))
-        if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
+        if (isinstance(result, list) and len(result) == 2 and isinstance(result[0], int | float)
+                and isinstance(result[1], str)):
+            # Prometheus' own answer to a query whose result is a scalar or a string: the query's fault.
             raise QueryError(
                 f"Prometheus at {self.url} answered query {promql!r} with a scalar or string, "
                 "not an instant vector"
+            )
+        if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
+            raise BadAnswer(
+                f"Prometheus at {self.url} answered something that is not a query result to query "
+                f"{promql!r}: {_sample(result)} (an instant vector was expected)"
             )
         return result
 
@@ -183,9 +197,9 @@ class PrometheusAdapter:
         except (requests.exceptions.RequestException, ValueError, KeyError, TypeError,
                 PrometheusApiClientException) as exc:
             # A body that is not Prometheus' JSON (a proxy's page, a cut-off answer).
-            raise ServerError(
-                f"Prometheus at {self.url} gave an unusable answer to query {promql!r}: "
-                f"{type(exc).__name__}: {exc}"
+            raise BadAnswer(
+                f"Prometheus at {self.url} answered something that is not a query result to query "
+                f"{promql!r}: {type(exc).__name__}: {_sample(exc)}"
             ) from exc
 
     def _raise_for_status(self, promql: str, response: requests.Response) -> NoReturn:
@@ -239,8 +253,9 @@ class PrometheusAdapter:
                 evaluated_at = float(series["value"][0])
                 out[labels[DESTINATION_VERSION_LABEL]] = sample_value(series["value"][1])
             except (KeyError, IndexError, TypeError, ValueError) as exc:
-                raise ServerError(
-                    f"Prometheus at {self.url} returned a malformed sample for query {promql!r}: {series!r}"
+                raise BadAnswer(
+                    f"Prometheus at {self.url} answered something that is not a query result to query "
+                    f"{promql!r}: a malformed sample {_sample(series)}"
                 ) from exc
         return out, evaluated_at
 

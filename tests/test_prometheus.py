@@ -15,6 +15,7 @@ import pytest
 import re2
 
 from lamia_core.errors import (
+    BadAnswer,
     Forbidden,
     InvalidInput,
     NotFound,
@@ -292,8 +293,10 @@ def _error(kind: str, msg: str) -> bytes:
         (401, b"unauthorized", Forbidden),
         (403, b"forbidden", Forbidden),
         (404, b"404 page not found", NotFound),
-        (200, b"<html>login page</html>", ServerError),
-        (200, json.dumps({"status": "success", "data": {}}).encode(), ServerError),
+        (200, b"<html>login page</html>", BadAnswer),
+        (200, json.dumps({"status": "success", "data": {}}).encode(), BadAnswer),
+        (200, json.dumps({"status": "success", "data": {"result": {"oops": 1}}}).encode(), BadAnswer),
+        (200, json.dumps({"status": "success", "data": {"result": [1, 2, 3]}}).encode(), BadAnswer),
     ],
 )
 def test_http_failures_map_to_lamia_errors_without_retrying(
@@ -306,6 +309,9 @@ def test_http_failures_map_to_lamia_errors_without_retrying(
     assert failing_server.url in str(err.value) and "up == 1" in str(err.value)
     # prometheus-api-client's own retries are off: one failure, one request.
     assert len(failing_server.requests) == 1
+    if error is BadAnswer:
+        assert "answered something that is not a query result" in str(err.value)
+        assert isinstance(err.value, TemporaryError), "garbage from a proxy is passing, like an outage"
 
 
 def test_slow_answer_is_a_timeout(failing_server: FailingServer) -> None:
