@@ -150,13 +150,15 @@ def _put_right(
     return row
 
 
-def _free_leftover_slots(held: set[str]) -> list[dict[str, Any]]:
-    """Slots of apps whose lease nobody holds: a run that is gone took them with it."""
+def _free_leftover_slots(apps: set[str], held: set[str]) -> list[dict[str, Any]]:
+    """Slots of this cluster's apps whose lease nobody holds: a run that is gone took them with it.
+    Only apps whose gateway was seen here: another cluster's releases use the same Prefect server."""
     rows = []
+    ours = {limit_name(*app.split("/", 1)) for app in apps}
     with get_client(sync_client=True) as client:
         limits = client.read_global_concurrency_limits(limit=200)
     for limit in limits:
-        if limit.name.startswith("lamia-release:") and limit.active_slots > 0 and limit.name not in held:
+        if limit.name in ours and limit.active_slots > 0 and limit.name not in held:
             free_slot(limit.name, None)
             rows.append({"app": limit.name.removeprefix("lamia-release:"), "run": "-", "action": "free slot",
                          "reason": "slot busy but no release holds the app's lease", "weights": "-"})
@@ -214,7 +216,7 @@ def reconcile(params: ReconcileParameters | None = None) -> State:
             logger.error("could not put %s/%s right (%s): %s", namespace, app, recovery.reason, exc)
             rows.append({"app": f"{namespace}/{app}", "run": lease.name or lease.holder, "action": "FAILED",
                          "reason": f"{recovery.reason}; {exc}", "weights": "-"})
-    rows += _free_leftover_slots(held)
+    rows += _free_leftover_slots(apps, held)
     rows += _mark_stuck_runs(holders, apps)
     summary = f"{len(rows)} release(s) put right" if rows else "nothing to put right"
     if rows:

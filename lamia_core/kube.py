@@ -1069,7 +1069,8 @@ def last_writer(obj: Obj) -> str | None:
                if isinstance(e, dict) and e.get("manager") and e.get("manager") != FIELD_MANAGER]
     parts: list[str] = []
     if entries:
-        newest = max(entries, key=lambda e: str(e.get("time") or ""))
+        # Times have a resolution of one second: on a tie the later entry is the later write.
+        newest = max(enumerate(entries), key=lambda ie: (str(ie[1].get("time") or ""), ie[0]))[1]
         when = f" at {newest['time']}" if newest.get("time") else ""
         parts.append(f"field manager {newest['manager']!r} ({newest.get('operation', 'Update')}{when})")
     tools = [tool for key, tool in _WRITER_ANNOTATIONS.items() if key in (meta.get("annotations") or {})]

@@ -43,7 +43,6 @@ from lamia_sandbox.seed import seed_application
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 LAMIA = str(Path(sys.executable).with_name("lamia"))
-NS = "chaos"
 VERSIONS = ["stable", "canary"]
 #: Seconds without a heartbeat after which a worker counts as dead (the default is 30 s at least;
 #: the trials use the option to keep the suite short).
@@ -53,9 +52,16 @@ RANDOM_TRIALS = 20
 
 @dataclass
 class Trial:
+    """One release killed somewhere; each in a namespace of its own, so that one trial's supervisor
+    run never judges another trial's live release."""
+
     app: str
     point: str | None = None
     delay: float | None = None
+
+    @property
+    def namespace(self) -> str:
+        return f"chaos-{self.app}"
 
 
 @dataclass
@@ -77,24 +83,25 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield emulator, KubeConfig(kubeconfig=str(path), context="lamia-emulator")
 
 
-def _prepare(emulator: KubeEmulator, kube: KubeConfig, app: str) -> None:
-    seed_application(emulator, NS, app, VERSIONS)
+def _prepare(emulator: KubeEmulator, kube: KubeConfig, ns: str, app: str) -> None:
+    seed_application(emulator, ns, app, VERSIONS)
     with KubeAdapter(kube) as adapter:
-        application = adapter.discover_application(NS, app)
+        application = adapter.discover_application(ns, app)
         adapter.apply_gateway(Gateway(application=application,
                                       routes=(Route(weights=Weights.all_on("stable", VERSIONS)),)))
 
 
-def _weights(emulator: KubeEmulator, app: str) -> tuple[dict[str, int], bool]:
-    vs = emulator.get_object(ISTIO_API, "VirtualService", NS, app)
+def _weights(emulator: KubeEmulator, ns: str, app: str) -> tuple[dict[str, int], bool]:
+    vs = emulator.get_object(ISTIO_API, "VirtualService", ns, app)
     assert vs is not None
     (route,) = [r for r in vs["spec"]["http"] if r.get("name") == "lamia-default"]
     return {d["destination"]["subset"]: d["weight"] for d in route["route"]}, lease_of(vs) is not None
 
 
 def run_trial(emulator: KubeEmulator, kube: KubeConfig, env: dict[str, str], trial: Trial) -> Result:
-    _prepare(emulator, kube, trial.app)
-    args = [LAMIA, "release", "start", "-n", NS, "--app", trial.app, "--baseline", "stable", "--target",
+    ns = trial.namespace
+    _prepare(emulator, kube, ns, trial.app)
+    args = [LAMIA, "release", "start", "-n", ns, "--app", trial.app, "--baseline", "stable", "--target",
             "canary", "--policy", "time", "--step", "20", "--interval", "1", "--worker-loss-timeout",
             str(BOUND), "--prometheus", "http://127.0.0.1:9", "--kubeconfig", str(kube.kubeconfig), "--local"]
     proc_env = {**env, **({ENV: trial.point} if trial.point else {})}
@@ -107,22 +114,22 @@ def run_trial(emulator: KubeEmulator, kube: KubeConfig, env: dict[str, str], tri
     returncode = proc.wait(timeout=120)
     killed = returncode == -9
     killed_at = time.monotonic()
-    lease = lease_of(emulator.get_object(ISTIO_API, "VirtualService", NS, trial.app))
+    lease = lease_of(emulator.get_object(ISTIO_API, "VirtualService", ns, trial.app))
     holder = lease.holder if lease else None
     # The supervisor's first run after the heartbeat bound has passed.
     time.sleep(BOUND + 0.5)
-    state = reconcile(ReconcileParameters(kubernetes=kube, namespace=NS), return_state=True)
+    state = reconcile(ReconcileParameters(kubernetes=kube, namespace=ns), return_state=True)
     assert state.is_completed(), state.message
     recovered = time.monotonic() - killed_at
-    weights, lease_left = _weights(emulator, trial.app)
+    weights, lease_left = _weights(emulator, ns, trial.app)
     with get_client(sync_client=True) as client:
         try:
-            slots = client.read_global_concurrency_limit_by_name(limit_name(NS, trial.app)).active_slots
+            slots = client.read_global_concurrency_limit_by_name(limit_name(ns, trial.app)).active_slots
         except ObjectNotFound:
             slots = 0  # killed before the app's limit was even created
         run_state = client.read_flow_run(UUID(holder)).state.name if holder else None  # type: ignore[union-attr]
     after = canary_release(ReleaseParameters(
-        namespace=NS, app=trial.app, baseline="stable", target="canary",
+        namespace=ns, app=trial.app, baseline="stable", target="canary",
         policy=TimePolicy(step=50, interval=0.2), kubernetes=kube,
     ), return_state=True) if weights["stable"] == 100 else None
     return Result(trial, killed, weights, lease_left, slots, run_state, after.name if after else None,
