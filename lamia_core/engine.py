@@ -52,6 +52,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lamia_core.errors import InvalidInput
+from lamia_core.judge import CounterReading, Judgement, JudgeState, describe, judge
 from lamia_core.models import (
     DEFAULT_ROUTE,
     AppName,
@@ -62,6 +63,7 @@ from lamia_core.models import (
     check_label_value,
 )
 from lamia_core.policies import (
+    ComparePolicy,
     Evidence,
     MetricPolicy,
     Policy,
@@ -183,11 +185,18 @@ class ReleaseSpec(_Frozen):
 
 
 class Observation(_Frozen):
-    """Metric values per version at one moment (each over the policy's query window)."""
+    """Metric values per version at one moment (each over the policy's query window), or the raw
+    counters (compare policy)."""
 
     time: float
     values: dict[str, dict[str, float | None]] = Field(default_factory=dict)
     """version -> metric -> value; None when Prometheus had no data."""
+    scraped_at: float | None = None
+    """Time of the newest sample behind the values; None when unknown (then it is not checked)."""
+    counters: CounterReading | None = None
+    """The raw counters now (compare policy)."""
+    start_counters: CounterReading | None = None
+    """The raw counters when the release started, read for the first check of a compare release."""
 
 
 class ReleaseState(_Frozen):
@@ -205,6 +214,10 @@ class ReleaseState(_Frozen):
     last_observation_at: float | None = None
     winner: str | None = None
     """The version promoted, once the release has been."""
+    last_scrape_at: float | None = None
+    """Time of the newest sample behind the last observation counted."""
+    judge: JudgeState | None = None
+    """The compare judge's counts and test statistics so far."""
 
     @property
     def terminal(self) -> bool:
@@ -338,15 +351,75 @@ def decide(spec: ReleaseSpec, state: ReleaseState, now: float, observation: Obse
             reason=f"observation of t={_t(observation.time)} ignored: it must be taken after t={_t(settled)} "
             "(one interval after the last change) and be newer than the last one counted",
         )
-    verdict = policy.assess(baseline=spec.baseline, target=spec.target, versions=spec.versions,
-                            weights=state.weights.root, values=observation.values)
-    counted = state.model_copy(update={"observations": state.observations + 1,
-                                       "last_observation_at": observation.time})
-    return _apply(spec, counted, now, verdict)
+    scraped = observation.scraped_at
+    if scraped is not None and (scraped <= state.last_change_at or (
+            state.last_scrape_at is not None and scraped <= state.last_scrape_at)):
+        nxt = state.model_copy(update={"next_check_at": now + policy.interval})
+        return _hold(spec, nxt, now, Verdict(
+            outcome="no_data",
+            reason=f"no new scrape: the newest sample is from t={_t(scraped)}, not after the last change "
+            f"(t={_t(state.last_change_at)})" + _nor_last(state),
+        ), "not a new observation, holding")
+    update: dict[str, Any] = {"observations": state.observations + 1,
+                              "last_observation_at": observation.time, "last_scrape_at": scraped}
+    if isinstance(policy, ComparePolicy):
+        if observation.counters is None:
+            verdict = Verdict(outcome="no_data", reason="no data: no counters in the observation")
+        else:
+            judgement = judge(policy.judge_settings(), state.judge, observation.counters,
+                              observation.start_counters, baseline=spec.baseline, target=spec.target,
+                              weights=state.weights.root, changed_at=state.last_change_at)
+            verdict = _compare_verdict(spec, policy, judgement)
+            update["judge"] = judgement.state
+    else:
+        verdict = policy.assess(baseline=spec.baseline, target=spec.target, versions=spec.versions,
+                                weights=state.weights.root, values=observation.values)
+    return _apply(spec, state.model_copy(update=update), now, verdict)
+
+
+def _nor_last(state: ReleaseState) -> str:
+    last = state.last_scrape_at
+    return "" if last is None else f" nor the last sample counted (t={_t(last)})"
+
+
+def _compare_verdict(spec: ReleaseSpec, policy: ComparePolicy, judgement: Judgement) -> Verdict:
+    """The judge's conclusion as a verdict, with each gate's figures in words and as evidence."""
+    words = [describe(r, target=spec.target, baseline=spec.baseline, confidence=policy.confidence)
+             for r in judgement.reports]
+    evidence: list[Evidence] = []
+    for r in judgement.reports:
+        what = "errors" if r.gate == "errors" else f"slower than {r.boundary_ms:g} ms"
+        for version, tally in ((spec.target, r.target), (spec.baseline, r.baseline)):
+            evidence.append(Evidence(version=version, metric=f"{what} / requests", value=tally.rate,
+                                     comparison=f"{tally.events:.0f} of {tally.requests:.0f}"))
+        evidence.append(Evidence(version=spec.target, metric=f"evidence worse ({r.gate})",
+                                 value=r.worse_value, threshold=r.worse_boundary, comparison="<",
+                                 passed=not r.regressed))
+        needed = r.promote_boundary if r.promotes or (r.steps and judgement.outcome == "promote") else None
+        evidence.append(Evidence(version=spec.target, metric=f"evidence not worse ({r.gate})",
+                                 value=r.accept_value if needed else r.step_value,
+                                 threshold=needed or 2.0, comparison=">=", passed=r.promotes or r.steps))
+    text = "; ".join(words) or judgement.note
+    if judgement.outcome == "rollback":
+        return Verdict(outcome="fail", favour=spec.baseline, rollback=True, evidence=tuple(evidence),
+                       reason=f"{text}: {spec.target} is worse than {spec.baseline}")
+    if judgement.outcome in ("step", "promote"):
+        return Verdict(outcome="pass", favour=spec.target, evidence=tuple(evidence), reason=text)
+    if judgement.outcome == "no_data":
+        return Verdict(outcome="no_data", evidence=tuple(evidence), reason=f"no data: {text}")
+    return Verdict(outcome="hold", evidence=tuple(evidence), reason=text)
 
 
 def _apply(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdict) -> Decision:
     policy = spec.policy
+    if verdict.rollback:
+        failed = state.model_copy(update={"failures": state.failures + 1,
+                                          "consecutive_failures": state.consecutive_failures + 1})
+        return _rollback(spec, failed, now, f"{verdict.reason}: rolling back to {spec.baseline}",
+                         verdict.evidence)
+    if isinstance(policy, ComparePolicy) and verdict.outcome == "no_data":
+        # No data never counts as a pass nor, for the judge, as a failure: it waits (deadline).
+        return _hold(spec, state, now, verdict, "holding")
     if verdict.outcome == "pass" and verdict.favour is not None:
         passed = state.model_copy(update={"consecutive_failures": 0})
         return _advance(spec, passed, now, verdict, verdict.favour)
@@ -416,8 +489,9 @@ def _hold(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdict, 
     deadline = spec.policy.progress_deadline
     stalled = now - state.last_change_at
     if deadline is not None and stalled >= deadline:
-        reason = (f"{verdict.reason}; no weight change for {stalled:g} s, past the progress deadline of "
-                  f"{deadline:g} s: rolling back to {spec.baseline}")
+        which = "set" if "progress_deadline" in spec.policy.model_fields_set else "default"
+        reason = (f"{verdict.reason}; undecided: no weight change for {stalled:g} s, past the progress "
+                  f"deadline of {deadline:g} s ({which}): rolling back to {spec.baseline}")
         return _rollback(spec, state, now, reason, verdict.evidence)
     nxt = state.model_copy(update={"next_check_at": now + spec.policy.interval})
     return _decision("hold", None, f"{verdict.reason}; {what}", verdict, nxt, nxt.next_check_at)
