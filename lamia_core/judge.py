@@ -467,8 +467,11 @@ def _ratio(x: float) -> str:
 
 def describe(report: GateReport, *, target: str, baseline: str, confidence: float) -> str:
     """One gate's figures in plain words, e.g. "v2: 14 errors in 1,020 requests (1.4 %) vs v1: 0.5 %"."""
-    what = "errors" if report.gate == "errors" else f"requests slower than {report.boundary_ms:g} ms"
     t, b = report.target, report.baseline
+    if report.gate == "errors":
+        what = "error" if round(t.events) == 1 else "errors"
+    else:
+        what = f"request{'' if round(t.events) == 1 else 's'} slower than {report.boundary_ms:g} ms"
     head = (f"{target}: {_count(t.events)} {what} in {_count(t.requests)} requests ({_pct(t.rate)}) vs "
             f"{baseline}: {_pct(b.rate if b.requests else report.reference_rate)}")
     tol = f" + {report.tolerance:g} points" if report.tolerance else ""
