@@ -27,16 +27,23 @@ Semantics (the defaults are those of the policies, :mod:`lamia_core.policies`):
   to be judged on. At ``failure_limit`` failures (consecutive or total)
   the release rolls back: baseline 100.
 - No data holds, or with ``no_data="fail"`` counts a failure without moving. A hold
-  that would leave the weights unchanged for longer than ``progress_deadline`` (when
-  set) rolls back instead, so a release without traffic does not wait forever.
+  that would leave the weights unchanged for longer than ``progress_deadline`` (600 s
+  by default; empty to wait forever) rolls back instead, so a release without traffic
+  or a judge that cannot decide does not wait forever; the reason says so.
+- A compare release (:mod:`lamia_core.judge`) keeps the judge's counts and test
+  statistics in ``state.judge``: its verdicts step, promote, hold or roll back at once
+  (a regression shown with the policy's confidence needs no failure count); its no
+  data holds, never fails nor passes.
 - Terminal phases (promoted, rolled_back, held) answer ``finish`` forever;
   rollback and abort always leave the baseline at 100: a gateway is never left
   half-shifted unless the user asked for a hold.
 
 Which observations count: one taken before ``last_change_at + interval``
 (i.e. before the current weights had one interval of traffic) or not newer than
-the last counted one is ignored, so a verdict is never drawn twice from the
-same data nor from a moment before the change it judges. The query window
+the last counted one is ignored, and so is one whose newest sample
+(``scraped_at``) is not newer than the last change or than the newest sample of
+the last one counted (Prometheus had not scraped again), so a verdict is never
+drawn twice from the same data nor from a moment before the change it judges. The query window
 (default 1m) may still reach back before the change; that is accepted on
 purpose: metrics are per version, and a version's error ratio or latency
 doesn't depend on its weight, so older traffic is still evidence about the same
@@ -52,7 +59,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lamia_core.errors import InvalidInput
-from lamia_core.judge import CounterReading, Judgement, JudgeState, describe, judge
+from lamia_core.judge import (
+    STEP_EVIDENCE,
+    CounterReading,
+    Judgement,
+    JudgeState,
+    counts_text,
+    describe,
+    judge,
+)
 from lamia_core.models import (
     DEFAULT_ROUTE,
     AppName,
@@ -390,15 +405,18 @@ def _compare_verdict(spec: ReleaseSpec, policy: ComparePolicy, judgement: Judgem
     for r in judgement.reports:
         what = "errors" if r.gate == "errors" else f"slower than {r.boundary_ms:g} ms"
         for version, tally in ((spec.target, r.target), (spec.baseline, r.baseline)):
-            evidence.append(Evidence(version=version, metric=f"{what} / requests", value=tally.rate,
-                                     comparison=f"{tally.events:.0f} of {tally.requests:.0f}"))
-        evidence.append(Evidence(version=spec.target, metric=f"evidence worse ({r.gate})",
+            evidence.append(Evidence(version=version, metric=what, value=counts_text(tally),
+                                     comparison="count"))
+        evidence.append(Evidence(version=spec.target, metric=f"evidence of worse {what} than {spec.baseline}",
                                  value=r.worse_value, threshold=r.worse_boundary, comparison="<",
                                  passed=not r.regressed))
-        needed = r.promote_boundary if r.promotes or (r.steps and judgement.outcome == "promote") else None
-        evidence.append(Evidence(version=spec.target, metric=f"evidence not worse ({r.gate})",
-                                 value=r.accept_value if needed else r.step_value,
-                                 threshold=needed or 2.0, comparison=">=", passed=r.promotes or r.steps))
+        # At max weight what counts is the whole release's evidence, against the promotion's boundary.
+        promoting = judgement.state.weight >= policy.max_weight
+        evidence.append(Evidence(
+            version=spec.target, metric=f"evidence of not clearly worse {what}",
+            value=r.accept_value if promoting else r.step_value,
+            threshold=r.promote_boundary if promoting else STEP_EVIDENCE, comparison=">=",
+            passed=r.promotes if promoting else r.steps))
     text = "; ".join(words) or judgement.note
     if judgement.outcome == "rollback":
         return Verdict(outcome="fail", favour=spec.baseline, rollback=True, evidence=tuple(evidence),

@@ -465,6 +465,11 @@ def _ratio(x: float) -> str:
     return f"{x:.3g}"
 
 
+def counts_text(tally: Tally) -> str:
+    """``14 of 1,020 requests (1.4 %)``."""
+    return f"{_count(tally.events)} of {_count(tally.requests)} requests ({_pct(tally.rate)})"
+
+
 def describe(report: GateReport, *, target: str, baseline: str, confidence: float) -> str:
     """One gate's figures in plain words, e.g. "v2: 14 errors in 1,020 requests (1.4 %) vs v1: 0.5 %"."""
     t, b = report.target, report.baseline
@@ -498,6 +503,7 @@ __all__ = [
     "JudgeState",
     "Judgement",
     "choose_boundary",
+    "counts_text",
     "describe",
     "judge",
     "sum_groups",

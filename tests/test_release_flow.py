@@ -375,10 +375,11 @@ def test_compare_rolls_back_a_failing_target_with_both_versions_counts_in_the_st
     assert requests > 0 and 0.3 < errors / requests < 0.7
     assert float(evidence.group(4)) < 5
     assert "worse beyond tolerance with 99 % confidence" in reason and "rolling back to v1" in reason
-    assert "evidence worse (errors)" in rows[-1]["evidence"]
+    assert "v3: evidence of worse errors than v1" in rows[-1]["evidence"]
+    assert re.search(r"v1: errors = \d[\d,]* of \d[\d,]* requests", rows[-1]["evidence"])
     rolled = fake_slack.messages[-1].text
     assert "rolled back to v1" in rolled and "worse beyond tolerance" in rolled
-    assert "v3: errors / requests" in rolled, "the Slack message lists both versions' counts"
+    assert "v3: errors = " in rolled and "v1: errors = " in rolled, "Slack lists both versions' counts"
     assert events(f"lamia.app.{sb.namespace}.{sb.app}", flow_run_id(state))[-1] == "lamia.release.rolled-back"
 
 
