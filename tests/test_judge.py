@@ -142,8 +142,13 @@ def test_the_slow_boundary_is_the_smallest_bucket_at_most_a_tenth_of_the_baselin
 
 
 def test_the_error_budget_is_split_over_the_planned_tests() -> None:
+    from lamia_core.judge import _share
+
     assert planned_tests(10, 50) == 5 and planned_tests(25, 50) == 2 and planned_tests(50, 50) == 1
     assert planned_tests(30, 100) == 4
+    for planned in range(1, 12):
+        assert sum(_share(i, planned) for i in range(planned)) == pytest.approx(1.0)
+    assert _share(0, 5) == 0.4 and _share(4, 5) == 0.3 and _share(2, 5) == pytest.approx(0.1)
 
 
 # -- whole releases -------------------------------------------------------------------------------
@@ -276,8 +281,9 @@ def test_a_check_without_a_new_scrape_is_not_a_new_observation() -> None:
 def test_mixture_evidence_is_the_mean_of_the_grid() -> None:
     from lamia_core.judge import MixtureTest
 
-    t = MixtureTest(from_weight=10, share=0.5, log_lr=(0.0, math.log(3), math.log(5), math.log(7)))
-    assert math.exp(t.log_evidence()) == pytest.approx((1 + 3 + 5 + 7) / len(GRID))
+    assert len(GRID) == 3
+    t = MixtureTest(from_weight=10, share=0.5, log_lr=(0.0, math.log(3), math.log(800)))
+    assert math.exp(t.log_evidence()) == pytest.approx((1 + 3 + 800) / 3)
 
 
 @pytest.mark.parametrize("policy,match", [
