@@ -39,6 +39,9 @@ def params(
         "step": 50,
         "interval": INTERVAL,
         "window": "10s",
+        # The sandbox's Prometheus scrapes every second; say so, since a run may start before
+        # Prometheus has enough samples to tell.
+        "scrape_interval": 1.0,
         "min_requests": 5,
         "failure_limit": 1,
         **overrides.pop("policy", {}),
