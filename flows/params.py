@@ -8,7 +8,7 @@ from typing import Any, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from lamia_core.kube import KubeConfig
-from lamia_core.policies import HealthPolicy, Policy
+from lamia_core.policies import ComparePolicy, Policy
 from lamia_core.prometheus import PrometheusConfig
 from lamia_core.slack import SlackConfig
 
@@ -79,7 +79,8 @@ class ReleaseParameters(Target):
     baseline: str = Field(description="Version serving traffic now; it gets everything back on rollback")
     target: str = Field(description="Version to release")
     policy: Policy = Field(
-        default_factory=HealthPolicy, description="How weight moves, and when to roll back"
+        default_factory=ComparePolicy,
+        description="How weight moves, and when to roll back; default: compare the target with the baseline",
     )
     condition: str | None = Field(
         None,

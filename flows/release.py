@@ -48,6 +48,7 @@ from lamia_core.kube import KubeConfig
 from lamia_core.lease import Lease, parse_time, worker_loss_bound
 from lamia_core.models import DEFAULT_ROUTE, Application, Gateway, Route, Weights
 from lamia_core.outcome import Outcome
+from lamia_core.policies import ComparePolicy
 from tasks.kubernetes import (
     adopt_gateway,
     apply_weights,
@@ -56,7 +57,7 @@ from tasks.kubernetes import (
     read_lease,
     renew_lease,
 )
-from tasks.prometheus import observe_metrics
+from tasks.prometheus import latest_scrape, measure_scrape_interval, observe_metrics, read_counters
 
 #: Name of the route a conditional release shifts.
 CANARY_ROUTE = "canary"
@@ -184,21 +185,48 @@ def _canary_route(params: ReleaseParameters, application: Application,
     return Route(name=CANARY_ROUTE, condition=params.condition, match=tuple(match), weights=baseline_only)
 
 
-def _observe(params: ReleaseParameters, spec: ReleaseSpec) -> Observation | None:
+def _observe(params: ReleaseParameters, spec: ReleaseSpec, state: ReleaseState) -> Observation | None:
     if not spec.policy.observes:
         return None  # the time policy judges nothing: no reason to ask Prometheus
     logger = get_run_logger()
-    names = spec.policy.required_metrics(spec.versions)
     try:
+        if isinstance(spec.policy, ComparePolicy):
+            # The first check also reads the counters as they were when the release started.
+            first = state.judge is None or not state.judge.cursor
+            since = read_counters(params.prometheus, spec.namespace, spec.app, spec.versions,
+                                  state.started_at) if first else None
+            now = read_counters(params.prometheus, spec.namespace, spec.app, spec.versions)
+            return Observation(time=time.time(), counters=now, start_counters=since,
+                               scraped_at=now.scraped_at)
+        names = spec.policy.required_metrics(spec.versions)
         values = observe_metrics(
             params.prometheus, spec.namespace, spec.app, names, spec.policy.window, spec.versions
         )
+        scraped = latest_scrape(params.prometheus, spec.namespace, spec.app) if spec.policy.observes else None
     except TemporaryError as exc:
-        # Prometheus being away is "no data", which the policy's no-data setting
-        # turns into a hold or a failure; it is not a reason to crash the release.
+        # Prometheus being away (or answering garbage) is "no data", which the policy's no-data
+        # setting turns into a hold or a failure, and the progress deadline ends; it is not a
+        # reason to crash the release.
         logger.warning("no observation this step: %s", exc)
-        return None
-    return Observation(time=time.time(), values=values)
+        return Observation(time=time.time(), unavailable=str(exc))
+    return Observation(time=time.time(), values=values, scraped_at=scraped)
+
+
+def _with_scrape_interval(params: ReleaseParameters) -> ReleaseParameters:
+    """The parameters with the policy's scrape interval as Prometheus reports it, when it can tell."""
+    if not params.policy.observes:
+        return params
+    try:
+        measured = measure_scrape_interval(params.prometheus, params.namespace, params.app)
+    except TemporaryError as exc:
+        get_run_logger().warning("could not read the scrape interval from Prometheus: %s", exc)
+        return params
+    if measured is None or measured == params.policy.scrape_interval:
+        return params
+    get_run_logger().info("Prometheus scrapes %s every %g s (the policy said %g s): using %g s",
+                          params.app, measured, params.policy.scrape_interval, measured)
+    policy = type(params.policy).model_validate({**params.policy.model_dump(), "scrape_interval": measured})
+    return params.model_copy(update={"policy": policy})
 
 
 def _approve(params: ReleaseParameters, thread: ReleaseThread) -> tuple[bool, str]:
@@ -276,7 +304,7 @@ def _drive(
         wake = decision.wake_at if decision.wake_at is not None else time.time() + spec.policy.interval
         _wait_until(wake, history.flow_run_id)
         woke = time.monotonic()
-        observation = _observe(params, spec)
+        observation = _observe(params, spec, decision.state)
         chaos.point("observation")
         # Traffic split by someone else is no evidence about the target: look before judging.
         writer.check()
@@ -316,6 +344,7 @@ def canary_release(params: ReleaseParameters) -> State:
     application = discover_application(params.kubernetes, params.namespace, params.app, params.service)
     application.version(params.baseline)
     application.version(params.target)
+    params = _with_scrape_interval(params)
     params.policy.validate_for(tuple(application.version_names))
     slack = params.slack.resolve() if params.slack else None
     history = ReleaseHistory(params.namespace, params.app, "canary-release", params.baseline, params.target)

@@ -28,8 +28,9 @@ from lamia_core.istio import (
     render_destination_rule,
     render_virtual_service,
 )
+from lamia_core.metrics import duration_seconds
 from lamia_core.models import Application, Gateway, Route, Version, Weights
-from lamia_core.policies import WINDOW_SCRAPES, duration_seconds
+from lamia_core.policies import WINDOW_SCRAPES
 
 Obj = dict[str, Any]
 Status = Literal["pass", "fail", "skip"]

@@ -27,16 +27,23 @@ Semantics (the defaults are those of the policies, :mod:`lamia_core.policies`):
   to be judged on. At ``failure_limit`` failures (consecutive or total)
   the release rolls back: baseline 100.
 - No data holds, or with ``no_data="fail"`` counts a failure without moving. A hold
-  that would leave the weights unchanged for longer than ``progress_deadline`` (when
-  set) rolls back instead, so a release without traffic does not wait forever.
+  that would leave the weights unchanged for longer than ``progress_deadline`` (600 s
+  by default; empty to wait forever) rolls back instead, so a release without traffic
+  or a judge that cannot decide does not wait forever; the reason says so.
+- A compare release (:mod:`lamia_core.judge`) keeps the judge's counts and test
+  statistics in ``state.judge``: its verdicts step, promote, hold or roll back at once
+  (a regression shown with the policy's confidence needs no failure count); its no
+  data holds, never fails nor passes.
 - Terminal phases (promoted, rolled_back, held) answer ``finish`` forever;
   rollback and abort always leave the baseline at 100: a gateway is never left
   half-shifted unless the user asked for a hold.
 
 Which observations count: one taken before ``last_change_at + interval``
 (i.e. before the current weights had one interval of traffic) or not newer than
-the last counted one is ignored, so a verdict is never drawn twice from the
-same data nor from a moment before the change it judges. The query window
+the last counted one is ignored, and so is one whose newest sample
+(``scraped_at``) is not newer than the last change or than the newest sample of
+the last one counted (Prometheus had not scraped again), so a verdict is never
+drawn twice from the same data nor from a moment before the change it judges. The query window
 (default 1m) may still reach back before the change; that is accepted on
 purpose: metrics are per version, and a version's error ratio or latency
 doesn't depend on its weight, so older traffic is still evidence about the same
@@ -49,9 +56,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from lamia_core._base import Frozen
 from lamia_core.errors import InvalidInput
+from lamia_core.judge import (
+    STEP_EVIDENCE,
+    CounterReading,
+    Judgement,
+    JudgeState,
+    counts_text,
+    describe,
+    judge,
+)
 from lamia_core.models import (
     DEFAULT_ROUTE,
     AppName,
@@ -62,6 +79,7 @@ from lamia_core.models import (
     check_label_value,
 )
 from lamia_core.policies import (
+    ComparePolicy,
     Evidence,
     MetricPolicy,
     Policy,
@@ -86,11 +104,7 @@ Action = Literal["set_weights", "hold", "promote", "rollback", "finish"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"promoted", "rolled_back", "held"})
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ReleaseSpec(_Frozen):
+class ReleaseSpec(Frozen):
     """What to release and how: the flow's input."""
 
     namespace: NamespaceName = Field(description="Namespace of the application.")
@@ -182,15 +196,24 @@ class ReleaseSpec(_Frozen):
         return {v: given[v] for v in self.versions}
 
 
-class Observation(_Frozen):
-    """Metric values per version at one moment (each over the policy's query window)."""
+class Observation(Frozen):
+    """Metric values per version at one moment (each over the policy's query window), or the raw
+    counters (compare policy)."""
 
     time: float
     values: dict[str, dict[str, float | None]] = Field(default_factory=dict)
     """version -> metric -> value; None when Prometheus had no data."""
+    scraped_at: float | None = None
+    """Time of the newest sample behind the values; None when unknown (then it is not checked)."""
+    counters: CounterReading | None = None
+    """The raw counters now (compare policy)."""
+    start_counters: CounterReading | None = None
+    """The raw counters when the release started, read for the first check of a compare release."""
+    unavailable: str | None = None
+    """Why there is nothing to judge (Prometheus unreachable, or answering garbage): no data, said."""
 
 
-class ReleaseState(_Frozen):
+class ReleaseState(Frozen):
     phase: Phase
     weights: Weights
     steps: int = 0
@@ -205,13 +228,17 @@ class ReleaseState(_Frozen):
     last_observation_at: float | None = None
     winner: str | None = None
     """The version promoted, once the release has been."""
+    last_scrape_at: float | None = None
+    """Time of the newest sample behind the last observation counted."""
+    judge: JudgeState | None = None
+    """The compare judge's counts and test statistics so far."""
 
     @property
     def terminal(self) -> bool:
         return self.phase in TERMINAL_PHASES
 
 
-class Decision(_Frozen):
+class Decision(Frozen):
     action: Action
     weights: Weights | None = None
     """The weights to apply (set_weights, promote, rollback); None when nothing changes."""
@@ -325,8 +352,9 @@ def decide(spec: ReleaseSpec, state: ReleaseState, now: float, observation: Obse
         verdict = policy.assess(baseline=spec.baseline, target=spec.target, versions=spec.versions,
                                 weights=state.weights.root, values={})
         return _apply(spec, state, now, verdict)
-    if observation is None:
-        verdict = Verdict(outcome="no_data", reason="no data: no observation")
+    if observation is None or observation.unavailable:
+        why = observation.unavailable if observation is not None else "no observation"
+        verdict = Verdict(outcome="no_data", reason=f"no data: {why}")
         return _apply(spec, state, now, verdict)
     settled = state.last_change_at + policy.interval
     if observation.time < settled or (
@@ -338,15 +366,78 @@ def decide(spec: ReleaseSpec, state: ReleaseState, now: float, observation: Obse
             reason=f"observation of t={_t(observation.time)} ignored: it must be taken after t={_t(settled)} "
             "(one interval after the last change) and be newer than the last one counted",
         )
-    verdict = policy.assess(baseline=spec.baseline, target=spec.target, versions=spec.versions,
-                            weights=state.weights.root, values=observation.values)
-    counted = state.model_copy(update={"observations": state.observations + 1,
-                                       "last_observation_at": observation.time})
-    return _apply(spec, counted, now, verdict)
+    scraped = observation.scraped_at
+    if scraped is not None and (scraped <= state.last_change_at or (
+            state.last_scrape_at is not None and scraped <= state.last_scrape_at)):
+        nxt = state.model_copy(update={"next_check_at": now + policy.interval})
+        return _hold(spec, nxt, now, Verdict(
+            outcome="no_data",
+            reason=f"no new scrape: the newest sample is from t={_t(scraped)}, not after the last change "
+            f"(t={_t(state.last_change_at)})" + _nor_last(state),
+        ), "not a new observation, holding")
+    update: dict[str, Any] = {"observations": state.observations + 1,
+                              "last_observation_at": observation.time, "last_scrape_at": scraped}
+    if isinstance(policy, ComparePolicy):
+        if observation.counters is None:
+            verdict = Verdict(outcome="no_data", reason="no data: no counters in the observation")
+        else:
+            judgement = judge(policy.judge_settings(), state.judge, observation.counters,
+                              observation.start_counters, baseline=spec.baseline, target=spec.target,
+                              weights=state.weights.root, changed_at=state.last_change_at)
+            verdict = _compare_verdict(spec, policy, judgement)
+            update["judge"] = judgement.state
+    else:
+        verdict = policy.assess(baseline=spec.baseline, target=spec.target, versions=spec.versions,
+                                weights=state.weights.root, values=observation.values)
+    return _apply(spec, state.model_copy(update=update), now, verdict)
+
+
+def _nor_last(state: ReleaseState) -> str:
+    last = state.last_scrape_at
+    return "" if last is None else f" nor the last sample counted (t={_t(last)})"
+
+
+def _compare_verdict(spec: ReleaseSpec, policy: ComparePolicy, judgement: Judgement) -> Verdict:
+    """The judge's conclusion as a verdict, with each gate's figures in words and as evidence."""
+    words = [describe(r, target=spec.target, baseline=spec.baseline, confidence=policy.confidence)
+             for r in judgement.reports]
+    evidence: list[Evidence] = []
+    for r in judgement.reports:
+        what = "errors" if r.gate == "errors" else f"slower than {r.boundary_ms:g} ms"
+        for version, tally in ((spec.target, r.target), (spec.baseline, r.baseline)):
+            evidence.append(Evidence(version=version, metric=what, value=counts_text(tally),
+                                     comparison="count"))
+        evidence.append(Evidence(version=spec.target, metric=f"evidence of worse {what} than {spec.baseline}",
+                                 value=r.worse_value, threshold=r.worse_boundary, comparison="<",
+                                 passed=not r.regressed))
+        # At max weight what counts is the whole release's evidence, against the promotion's boundary.
+        promoting = judgement.state.weight >= policy.max_weight
+        evidence.append(Evidence(
+            version=spec.target, metric=f"evidence of not clearly worse {what}",
+            value=r.accept_value if promoting else r.step_value,
+            threshold=r.promote_boundary if promoting else STEP_EVIDENCE, comparison=">=",
+            passed=r.promotes if promoting else r.steps))
+    text = "; ".join(words) or judgement.note
+    if judgement.outcome == "rollback":
+        return Verdict(outcome="fail", favour=spec.baseline, rollback=True, evidence=tuple(evidence),
+                       reason=f"{text}: {spec.target} is worse than {spec.baseline}")
+    if judgement.outcome in ("step", "promote"):
+        return Verdict(outcome="pass", favour=spec.target, evidence=tuple(evidence), reason=text)
+    if judgement.outcome == "no_data":
+        return Verdict(outcome="no_data", evidence=tuple(evidence), reason=f"no data: {text}")
+    return Verdict(outcome="hold", evidence=tuple(evidence), reason=text)
 
 
 def _apply(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdict) -> Decision:
     policy = spec.policy
+    if verdict.rollback:
+        failed = state.model_copy(update={"failures": state.failures + 1,
+                                          "consecutive_failures": state.consecutive_failures + 1})
+        return _rollback(spec, failed, now, f"{verdict.reason}: rolling back to {spec.baseline}",
+                         verdict.evidence)
+    if isinstance(policy, ComparePolicy) and verdict.outcome == "no_data":
+        # No data never counts as a pass nor, for the judge, as a failure: it waits (deadline).
+        return _hold(spec, state, now, verdict, "holding")
     if verdict.outcome == "pass" and verdict.favour is not None:
         passed = state.model_copy(update={"consecutive_failures": 0})
         return _advance(spec, passed, now, verdict, verdict.favour)
@@ -416,8 +507,9 @@ def _hold(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdict, 
     deadline = spec.policy.progress_deadline
     stalled = now - state.last_change_at
     if deadline is not None and stalled >= deadline:
-        reason = (f"{verdict.reason}; no weight change for {stalled:g} s, past the progress deadline of "
-                  f"{deadline:g} s: rolling back to {spec.baseline}")
+        which = "set" if "progress_deadline" in spec.policy.model_fields_set else "default"
+        reason = (f"{verdict.reason}; undecided: no weight change for {stalled:g} s, past the progress "
+                  f"deadline of {deadline:g} s ({which}): rolling back to {spec.baseline}")
         return _rollback(spec, state, now, reason, verdict.evidence)
     nxt = state.model_copy(update={"next_check_at": now + spec.policy.interval})
     return _decision("hold", None, f"{verdict.reason}; {what}", verdict, nxt, nxt.next_check_at)

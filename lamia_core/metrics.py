@@ -260,3 +260,38 @@ def combine(
             row[n] = value
         out[v] = row
     return out
+
+
+# --- raw counters for the compare judge ---------------------------------------------------------
+
+#: Labels that tell one scrape target (one proxy) from another: its counters reset together.
+SCRAPE_TARGET_LABELS = ("instance", "pod")
+
+
+def counter_queries(namespace: str, app: str) -> dict[str, str]:
+    """Instant queries of Istio's raw counters of ``app``, per version and scrape target.
+
+    ``requests``, ``errors`` (5xx) and ``buckets`` (the duration histogram, by ``le``) are
+    sums over the series of one proxy, not ``increase()``: the compare judge takes the
+    differences between two readings itself, so nothing is extrapolated and no request is
+    counted twice. ``scraped`` is the time of each version's newest sample.
+    """
+    check_dns_label("namespace", namespace)
+    check_label_value("application", app)
+    by = ", ".join((DESTINATION_VERSION_LABEL, *SCRAPE_TARGET_LABELS))
+    sel = _selector(namespace, app, None)
+    errors = _selector(namespace, app, "5..")
+    return {
+        "requests": f"sum by ({by}) ({REQUESTS}{sel})",
+        "errors": f"sum by ({by}) ({REQUESTS}{errors})",
+        "buckets": f"sum by ({by}, le) ({DURATION_BUCKETS}{sel})",
+        "scraped": f"max by ({DESTINATION_VERSION_LABEL}) (timestamp({REQUESTS}{sel}))",
+    }
+
+
+def samples_query(namespace: str, app: str, seconds: int) -> str:
+    """The raw samples of ``app``'s request counters over the last ``seconds``, to measure the scrape
+    interval from their timestamps."""
+    check_dns_label("namespace", namespace)
+    check_label_value("application", app)
+    return f"{REQUESTS}{_selector(namespace, app, None)}[{seconds}s]"

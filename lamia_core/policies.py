@@ -1,8 +1,11 @@
 """Release policies: the settings of a canary release and how each judges an observation.
 
 A policy is a pydantic model (a Prefect flow parameter, so it is JSON-schema
-friendly: a union discriminated on ``kind``). Four kinds:
+friendly: a union discriminated on ``kind``). Five kinds:
 
+- ``compare`` (the default of a release): the target against the baseline on the
+  same requests, errors and latency, by anytime-valid sequential tests
+  (:mod:`lamia_core.judge`).
 - ``time``: one step toward the target every interval, no metrics.
 - ``health``: a step while the target is healthy by an expression (default
   ``external_upstream_rq_2xx / upstream_rq_total >= 0.8``: more than 20 %
@@ -23,7 +26,6 @@ to the weights is the engine's business (:mod:`lamia_core.engine`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, TypeGuard
 
@@ -31,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from lamia_core import expressions
 from lamia_core.errors import InvalidInput
-from lamia_core.metrics import metric_names
+from lamia_core.judge import JudgeSettings
+from lamia_core.metrics import duration_seconds, metric_names
 
 #: The metric every observing policy needs: requests per version in the window.
 REQUESTS_METRIC = "upstream_rq_total"
@@ -42,18 +45,10 @@ DEFAULT_HEALTH_EXPRESSION = "external_upstream_rq_2xx / upstream_rq_total"
 Values = Mapping[str, Mapping[str, float | None]]
 
 # A Prometheus duration such as 30s, 1m, 1m30s, 2h.
-_DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
-_DURATION_UNITS = (365 * 86400.0, 7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
 #: rate() over a window needs several samples; Prometheus' own advice is four scrapes.
 WINDOW_SCRAPES = 4
-
-
-def duration_seconds(text: str) -> float:
-    """Seconds in a Prometheus duration (``"1m30s"`` -> 90.0); InvalidInput when malformed."""
-    m = _DURATION.match(text.strip())
-    if not text.strip() or m is None:
-        raise InvalidInput(f"query window {text!r} is not a Prometheus duration such as 30s, 1m or 1m30s")
-    return sum(int(g) * unit for g, unit in zip(m.groups(), _DURATION_UNITS, strict=True) if g)
+#: Seconds without a weight change after which a release rolls back, as in Argo Rollouts and Flagger.
+DEFAULT_PROGRESS_DEADLINE = 600.0
 
 
 def _is_number(value: object) -> TypeGuard[float]:
@@ -117,6 +112,8 @@ class Verdict(BaseModel):
     ranking: tuple[str, ...] = ()
     """Versions from best to worst where the policy ranks them (metric); the engine takes weight
     from the worst first."""
+    rollback: bool = False
+    """A failure decisive on its own (the compare judge's): roll back now, whatever the failure limit."""
 
 
 class _Policy(BaseModel):
@@ -145,10 +142,19 @@ class _Policy(BaseModel):
         "there and the final action decides what happens next.",
     )
     progress_deadline: float | None = Field(
-        None,
+        DEFAULT_PROGRESS_DEADLINE,
         gt=0,
         description="Seconds a release may go without changing weights (holding for lack of data or "
-        "traffic) before it rolls back to the baseline. Empty: hold for as long as it takes.",
+        "traffic, or a judge that cannot decide) before it rolls back to the baseline. Default 600, as "
+        "Argo Rollouts and Flagger; empty: hold for as long as it takes.",
+    )
+    scrape_interval: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="Seconds between two scrapes of Istio's metrics by Prometheus (Prometheus' usual 15 s). "
+        "A check that sees no newer sample than the last one counted is not a new observation. The "
+        "flow reads the real interval from Prometheus when it can and uses that instead.",
     )
     final_action: Literal["promote", "hold"] = Field(
         "promote",
@@ -188,9 +194,10 @@ class _Policy(BaseModel):
     @field_validator("window")
     @classmethod
     def _window(cls, v: str) -> str:
+        v = v.strip()
         if duration_seconds(v) <= 0:
             raise InvalidInput(f"query window {v!r} must be longer than zero")
-        return v.strip()
+        return v
 
     @property
     def observes(self) -> bool:
@@ -198,13 +205,19 @@ class _Policy(BaseModel):
         return False
 
     @property
+    def uses_window(self) -> bool:
+        """Whether the policy's metrics are computed over the query window (all but time and compare)."""
+        return self.observes
+
+    @property
     def window_seconds(self) -> float:
         return duration_seconds(self.window)
 
     def validate_for(self, versions: Collection[str], *, scrape_interval: float | None = None) -> None:
-        """Check the settings against a release's versions (and, when known, Prometheus' scrape
-        interval); raises InvalidInput / LanguageError."""
-        if not self.observes or scrape_interval is None:
+        """Check the settings against a release's versions and Prometheus' scrape interval (the one
+        given, else the setting); raises InvalidInput / LanguageError."""
+        scrape_interval = self.scrape_interval if scrape_interval is None else scrape_interval
+        if not self.observes or not self.uses_window:
             return
         if self.window_seconds < WINDOW_SCRAPES * scrape_interval:
             raise InvalidInput(
@@ -337,7 +350,16 @@ class _Scored(_ObservingPolicy):
 
 
 class HealthPolicy(_Scored):
-    """Step toward the target while its health expression passes the threshold."""
+    """Step toward the target while its health expression passes the threshold.
+
+    The original Lamia's check, kept as it was: the target alone, over the query window, against a
+    fixed threshold. What it lets through: with the default threshold 0.8, any target failing fewer
+    than about 20 % of its requests is promoted (a target failing 2 % or 5 % of them passes every
+    check); flapping errors pass in consecutive mode, since one passing check resets the count; a
+    shared outage that fails the baseline as much as the target rolls back a good target, since
+    the baseline's values are shown but not used; and with windows longer than the interval each
+    request is judged in several checks. ``compare`` judges the target against the baseline instead.
+    """
 
     kind: Literal["health"] = "health"
     expression: str = Field(
@@ -494,7 +516,97 @@ class CustomPolicy(_ObservingPolicy):
         return Verdict(outcome="hold", reason=f"program returned {what}: no change", evidence=tuple(evidence))
 
 
-Policy = Annotated[TimePolicy | HealthPolicy | MetricPolicy | CustomPolicy, Field(discriminator="kind")]
+class ComparePolicy(_Policy):
+    """Compare the target with the baseline on the same requests, by anytime-valid sequential tests.
+
+    Errors (5xx answers) and slow requests of the target against the baseline's at the same
+    instants, each request counted once (:mod:`lamia_core.judge` says how): the release rolls back
+    as soon as the target is worse beyond tolerance with the given confidence, steps forward when
+    the requests since the last step give evidence that it is not clearly worse, and is promoted
+    from max weight with that evidence at the given confidence over the whole release. The query
+    window, failure limit and mode and no-data settings are not used: the tests weigh all the
+    evidence themselves, and no data holds (until the progress deadline).
+    """
+
+    kind: Literal["compare"] = "compare"
+    interval: float = Field(
+        15.0,
+        gt=0,
+        le=86400,
+        description="Seconds between checks; each check that sees a new scrape counts. Checking often does "
+        "not raise the false-rollback risk (the tests are anytime-valid), so the default is one scrape "
+        "interval.",
+    )
+    max_weight: int = Field(
+        50,
+        ge=1,
+        le=100,
+        description="Highest weight (percent) the target gets before the final action; from there, with "
+        "enough evidence, it is promoted. Default 50, as Flagger's usual maxWeight.",
+    )
+    confidence: float = Field(
+        0.99,
+        gt=0.5,
+        lt=1.0,
+        description="Confidence of a rollback (the chance of rolling back a target that is not worse beyond "
+        "tolerance stays below 1 - confidence, however long the release) and of a promotion (a target "
+        "clearly worse is promoted with at most that chance).",
+    )
+    tolerance: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="Percentage points of errors the target may have above the baseline before it counts as "
+        "worse (0.5: 1.0 % is fine against a baseline at 0.5 %). Default 0: any regression the test can "
+        "tell.",
+    )
+    errors: bool = Field(True, description="Judge the target's 5xx answers against the baseline's.")
+    latency: bool = Field(
+        True,
+        description="Judge the target's request durations against the baseline's: its share of requests "
+        "slower than the bucket bound that at most 10 % of the baseline's requests exceed.",
+    )
+    latency_tolerance: float = Field(
+        5.0,
+        ge=0,
+        le=100,
+        description="Percentage points of slow requests (over that bound) the target may have above the "
+        "baseline before it counts as slower. Default 5.",
+    )
+
+    @property
+    def observes(self) -> bool:
+        return True
+
+    @property
+    def uses_window(self) -> bool:
+        return False
+
+    def validate_for(self, versions: Collection[str], *, scrape_interval: float | None = None) -> None:
+        super().validate_for(versions, scrape_interval=scrape_interval)
+        if not (self.errors or self.latency):
+            raise InvalidInput("a compare policy needs at least one gate: errors, latency or both")
+        scrape = self.scrape_interval if scrape_interval is None else scrape_interval
+        if self.interval < scrape:
+            raise InvalidInput(
+                f"interval {self.interval:g} s is shorter than the scrape interval {scrape:g} s: most checks "
+                "would see no new sample; check at most once per scrape"
+            )
+
+    def judge_settings(self) -> JudgeSettings:
+        return JudgeSettings(
+            confidence=self.confidence, error_tolerance=self.tolerance,
+            latency_tolerance=self.latency_tolerance, errors=self.errors, latency=self.latency,
+            step=self.step, max_weight=self.max_weight, min_requests=self.min_requests,
+        )
+
+    def assess(self, *, baseline: str, target: str, versions: Sequence[str],
+               weights: Mapping[str, int], values: Values) -> Verdict:
+        raise NotImplementedError("the compare policy judges counters through lamia_core.judge")
+
+
+Policy = Annotated[TimePolicy | HealthPolicy | MetricPolicy | CustomPolicy | ComparePolicy,
+                   Field(discriminator="kind")]
 """Any policy; the ``kind`` field says which."""
 
-ObservingPolicy = HealthPolicy | MetricPolicy | CustomPolicy
+ObservingPolicy = HealthPolicy | MetricPolicy | CustomPolicy | ComparePolicy

@@ -10,6 +10,8 @@ client sees it. Every error names the URL and the query.
 
 from __future__ import annotations
 
+import itertools
+import math
 import threading
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, NoReturn, TypeVar
@@ -32,13 +34,17 @@ from lamia_core.errors import (
     Timeout,
     Unreachable,
 )
+from lamia_core.judge import CounterReading
 from lamia_core.metrics import (
     DESTINATION_VERSION_LABEL,
+    SCRAPE_TARGET_LABELS,
     TOTAL,
     build_query,
     check_window,
     combine,
+    counter_queries,
     sample_value,
+    samples_query,
 )
 
 T = TypeVar("T")
@@ -292,3 +298,74 @@ class PrometheusAdapter:
                 results[q] = self.vector_by_version(q, at=at)[0] if at is not None else {}
         by_name = {n: results[q] for n, q in promql.items()}
         return combine(wanted, by_name, versions=list(versions) if versions is not None else None, raw=raw)
+
+    # --- raw counters (compare policy) --------------------------------------------------------
+
+    def read_counters(self, namespace: str, app: str, versions: Collection[str], *,
+                      at: float | None = None) -> CounterReading:
+        """Istio's raw counters of ``versions`` per scrape target, all evaluated at one instant
+        (``at``, default Prometheus' now): see :func:`lamia_core.metrics.counter_queries`."""
+        queries = counter_queries(namespace, app)
+        scraped, evaluated = self.vector_by_version(queries["scraped"], at=at)
+        at = evaluated if at is None else at
+        if at is None:
+            return CounterReading()
+        wanted = set(versions)
+        series: dict[str, dict[str, list[float]]] = {}
+        bounds: set[float] = set()
+        buckets: dict[tuple[str, str], dict[float, float]] = {}
+        for name in ("requests", "errors", "buckets"):
+            for row in self.query(queries[name], at=at):
+                labels = row.get("metric", {})
+                version = labels.get(DESTINATION_VERSION_LABEL)
+                if version not in wanted:
+                    continue
+                group = "|".join(labels.get(k, "") for k in SCRAPE_TARGET_LABELS)
+                try:
+                    value = float(row["value"][1])
+                except (KeyError, IndexError, TypeError, ValueError) as exc:
+                    raise ServerError(f"Prometheus at {self.url} returned a malformed sample for query "
+                                      f"{queries[name]!r}: {row!r}") from exc
+                if not math.isfinite(value):
+                    continue
+                entry = series.setdefault(version, {}).setdefault(group, [0.0, 0.0])
+                if name == "requests":
+                    entry[0] = value
+                elif name == "errors":
+                    entry[1] = value
+                else:
+                    le = float(labels.get("le", "nan"))
+                    if math.isfinite(le):
+                        bounds.add(le)
+                        buckets.setdefault((version, group), {})[le] = value
+        order = tuple(sorted(bounds))
+        out: dict[str, dict[str, tuple[float, ...]]] = {}
+        for version, groups in series.items():
+            for group, (n_requests, n_errors) in groups.items():
+                counts = buckets.get((version, group), {})
+                # A bound a proxy does not report has, cumulatively, what the next one it reports has.
+                filled, nxt = [], n_requests
+                for le in reversed(order):
+                    nxt = counts.get(le, nxt)
+                    filled.append(nxt)
+                out.setdefault(version, {})[group] = (n_requests, n_errors, *reversed(filled))
+        times = [t for v, t in scraped.items() if v in wanted and t is not None]
+        return CounterReading(buckets=order, series=out, scraped_at=max(times) if times else None)
+
+    def latest_scrape(self, namespace: str, app: str) -> float | None:
+        """Time of the newest sample of ``app``'s request counters (any version); None without one."""
+        values, _ = self.vector_by_version(counter_queries(namespace, app)["scraped"])
+        times = [t for t in values.values() if t is not None]
+        return max(times) if times else None
+
+    def scrape_interval(self, namespace: str, app: str, *, seconds: int = 120) -> float | None:
+        """The median spacing of ``app``'s request-counter samples over the last ``seconds``: the real
+        scrape interval; None when there are too few samples to tell."""
+        gaps: list[float] = []
+        for row in self.query(samples_query(namespace, app, seconds)):
+            stamps = sorted(float(v[0]) for v in row.get("values", []) if isinstance(v, list) and v)
+            gaps.extend(b - a for a, b in itertools.pairwise(stamps) if b > a)
+        if len(gaps) < 3:
+            return None
+        gaps.sort()
+        return gaps[len(gaps) // 2]

@@ -26,7 +26,7 @@ def check_report(report: dict[str, Any], server: PrefectServer) -> None:
     assert v2["weights"] == {"v1": 0, "v2": 100, "v3": 0}
     assert (v3["target"], v3["baseline"], v3["outcome"]) == ("v3", "v2", "rolled-back")
     assert v3["weights"] == {"v1": 0, "v2": 100, "v3": 0}
-    assert "v3 unhealthy" in v3["reason"]
+    assert "v3: " in v3["reason"] and "worse beyond tolerance with 99 % confidence" in v3["reason"]
     assert v2["flow_run_id"] != v3["flow_run_id"]
     routes = {r["route"]: r for r in report["routes"]}
     default, cond = routes["default"], routes["condition"]

@@ -534,3 +534,52 @@ def test_random_observations_keep_the_weights_sound(policy: dict[str, Any], extr
             assert d.state.weights["v3"] == 0  # only a metric release moves a third version
         if d.action == "hold":
             assert d.state.weights == before.weights
+
+
+# -- engine fixes for every policy ----------------------------------------------------------------
+
+
+def test_a_release_that_cannot_decide_rolls_back_at_the_default_deadline() -> None:
+    log = run(spec(), World({}, rps=0), limit=100)
+    assert actions(log)[-1] == "rollback" and log[-1][0] - T0 == 600
+    assert "undecided" in last(log).reason and "progress deadline of 600 s (default)" in last(log).reason
+    forever = run(spec({"kind": "health", "progress_deadline": None}), World({}, rps=0), limit=100)
+    assert set(actions(forever)[1:]) == {"hold"}, "an empty deadline holds for as long as it takes"
+
+
+def test_an_observation_without_a_new_scrape_is_not_counted() -> None:
+    s = spec()
+    first = start(s, T0)
+    world = World({"v2": 0.5})
+    fresh = world(first.state.weights, T0 + 10).model_copy(update={"scraped_at": T0 + 8})
+    counted = decide(s, first.state, T0 + 10, fresh)
+    assert counted.state.observations == 1 and counted.state.last_scrape_at == T0 + 8
+    # Ten seconds later Prometheus has not scraped again: the same sample is not a new observation,
+    # so the target is not failed twice on it.
+    again = world(first.state.weights, T0 + 20).model_copy(update={"scraped_at": T0 + 8})
+    held = decide(s, counted.state, T0 + 20, again)
+    assert held.action == "hold" and "no new scrape" in held.reason
+    assert held.state.observations == 1 and held.state.failures == counted.state.failures
+    # A sample from before the last weight change is not one either.
+    before = world(first.state.weights, T0 + 10).model_copy(update={"scraped_at": T0 - 1})
+    assert decide(s, first.state, T0 + 10, before).state.observations == 0
+
+
+def test_a_check_without_a_new_scrape_does_not_promote_at_max_weight() -> None:
+    s = spec({"kind": "health", "max_weight": 20, "step": 10})
+    world = World({"v2": 1.0})
+    d = start(s, T0)
+    d = decide(s, d.state, T0 + 10, world(d.state.weights, T0 + 10).model_copy(update={"scraped_at": T0 + 9}))
+    assert d.state.weights["v2"] == 20 and d.state.last_change_at == T0 + 10
+    # The next check's newest sample is from before the step to max weight: no promotion on it.
+    stale = world(d.state.weights, T0 + 20).model_copy(update={"scraped_at": T0 + 9})
+    held = decide(s, d.state, T0 + 20, stale)
+    assert held.action == "hold" and held.state.phase == "progressing"
+    fresh = world(d.state.weights, T0 + 30).model_copy(update={"scraped_at": T0 + 24})
+    assert decide(s, held.state, T0 + 30, fresh).action == "promote"
+
+
+def test_the_window_must_span_four_scrapes_of_the_scrape_interval_setting() -> None:
+    with pytest.raises(InvalidInput, match="shorter than 4 scrape intervals"):
+        spec({"kind": "health", "window": "30s"})
+    assert spec({"kind": "health", "window": "30s", "scrape_interval": 5}).policy.window == "30s"

@@ -9,6 +9,7 @@ import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from lamia_core.errors import InvalidInput, LanguageError
+from lamia_core.metrics import duration_seconds
 from lamia_core.policies import (
     DEFAULT_HEALTH_EXPRESSION,
     REQUESTS_METRIC,
@@ -19,7 +20,6 @@ from lamia_core.policies import (
     Policy,
     TimePolicy,
     Verdict,
-    duration_seconds,
 )
 
 POLICY = TypeAdapter(Policy)
@@ -97,7 +97,7 @@ def test_kind_selects_the_policy_from_json() -> None:
 def test_json_schema_is_a_discriminated_union_that_validates_settings() -> None:
     schema = POLICY.json_schema()
     assert schema["discriminator"]["propertyName"] == "kind"
-    assert set(schema["discriminator"]["mapping"]) == {"time", "health", "metric", "custom"}
+    assert set(schema["discriminator"]["mapping"]) == {"time", "health", "metric", "custom", "compare"}
     jsonschema.validate({"kind": "health", "step": 5, "threshold": 0.95}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"kind": "health", "step": 0}, schema)

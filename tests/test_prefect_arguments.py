@@ -101,3 +101,10 @@ def test_flow_parameters_round_trip_through_prefects_serialisation(baseline: str
         serialised = flow.serialize_parameters({"params": params})
         validated = flow.validate_parameters(serialised)
         assert validated["params"] == params, flow.name
+
+
+def test_the_default_policy_of_a_release_is_compare() -> None:
+    params = ReleaseParameters(namespace="shop", app="reviews", baseline="stable", target="canary")
+    assert params.policy.kind == "compare"
+    policy = params.policy
+    assert (policy.max_weight, policy.interval, policy.progress_deadline) == (50, 15.0, 600.0)

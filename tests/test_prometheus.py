@@ -56,6 +56,40 @@ def prometheus_quantile(q: float, cumulative: list[tuple[float, int]]) -> float:
 # --- against the real Prometheus ----------------------------------------------------------------
 
 @pytest.mark.integration
+def test_raw_counters_are_exactly_what_the_simulator_counted(metrics_scenario: MetricsScenario) -> None:
+    s = metrics_scenario
+    adapter = adapter_for(s.prometheus.url)
+    reading = adapter.read_counters(s.namespace, s.app, ["v1", "v2", "v3"])
+    exact = s.counts["by_version_code"]
+    assert set(reading.series) == {"v1", "v2", "v3"}
+    for version, groups in reading.series.items():
+        assert len(groups) == 1, "the simulator is one scrape target"
+        (values,) = groups.values()
+        requests, errors, *buckets = values
+        assert requests == sum(exact.get(version, {}).values()), version
+        assert errors == sum(n for code, n in exact.get(version, {}).items() if 500 <= int(code) < 600)
+        assert len(buckets) == len(reading.buckets) and buckets == sorted(buckets) and buckets[-1] <= requests
+    assert reading.series["v3"] and all(x == 0 for x in next(iter(reading.series["v3"].values())))
+    assert reading.buckets == tuple(sorted(reading.buckets)) and 25.0 in reading.buckets
+    # v2 (median 60 ms) is slower than v1 (median 20 ms): fewer of its requests are within 50 ms.
+    at_50 = reading.buckets.index(50.0)
+    (v1,), (v2,) = reading.series["v1"].values(), reading.series["v2"].values()
+    assert v2[2 + at_50] / v2[0] < v1[2 + at_50] / v1[0]
+    assert reading.scraped_at is not None and abs(reading.scraped_at - time.time()) < 30
+    assert adapter.latest_scrape(s.namespace, s.app) == pytest.approx(reading.scraped_at, abs=5)
+
+
+@pytest.mark.integration
+def test_the_scrape_interval_is_read_from_the_samples(metrics_scenario: MetricsScenario) -> None:
+    s = metrics_scenario
+    adapter = adapter_for(s.prometheus.url)
+    assert adapter.scrape_interval(s.namespace, s.app) == pytest.approx(1.0, abs=0.3)
+    assert adapter.scrape_interval(s.namespace, "no-such-app") is None
+    before = adapter.read_counters(s.namespace, s.app, ["v1"], at=0.0)
+    assert before.series == {} and before.scraped_at is None, "nothing was scraped in 1970"
+
+
+@pytest.mark.integration
 def test_prometheus_holds_exactly_what_the_simulator_counted(metrics_scenario: MetricsScenario) -> None:
     got = metrics_scenario.raw_counts()
     assert got == metrics_scenario.exact_counts()

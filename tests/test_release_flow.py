@@ -4,6 +4,7 @@ emulator, the traffic simulator, Prometheus and the fake Slack server."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from flows.release import canary_release
 from lamia_core.istio import virtual_service_name
 from lamia_core.kube import KubeAdapter
 from lamia_core.lease import Lease, lease_of
-from lamia_core.policies import HealthPolicy
+from lamia_core.policies import ComparePolicy, HealthPolicy
 from lamia_sandbox.fake_slack import DEFAULT_TOKEN, FakeSlack
 from lamia_sandbox.sandbox import Sandbox
 
@@ -38,6 +39,9 @@ def params(
         "step": 50,
         "interval": INTERVAL,
         "window": "10s",
+        # The sandbox's Prometheus scrapes every second; say so, since a run may start before
+        # Prometheus has enough samples to tell.
+        "scrape_interval": 1.0,
         "min_requests": 5,
         "failure_limit": 1,
         **overrides.pop("policy", {}),
@@ -335,3 +339,62 @@ def test_an_app_without_a_gateway_is_refused_with_the_command_that_makes_one(
     assert state.is_failed()
     assert "no gateway yet" in (state.message or "") and "lamia gateway apply" in (state.message or "")
     assert len([r for r in sb.emulator.requests if r[0] in ("POST", "PUT", "PATCH", "DELETE")]) == writes
+
+
+# -- the default policy: compare ------------------------------------------------------------------
+
+
+def compare_params(sb: Sandbox, target: str, *, slack: FakeSlack | None = None) -> ReleaseParameters:
+    """The default policy, with the pace of these tests: a check every 1.5 s (Prometheus scrapes the
+    sandbox every second), one step of 50 to max weight 50."""
+    return ReleaseParameters(
+        namespace=sb.namespace,
+        app=sb.app,
+        baseline="v1",
+        target=target,
+        policy=ComparePolicy(step=50, interval=INTERVAL, scrape_interval=1.0, min_requests=5),
+        kubernetes=sb.kube,
+        prometheus=sb.prometheus,
+        slack=SlackSettings(channel="#releases", base_url=slack.api_url) if slack else None,
+    )
+
+
+def test_compare_rolls_back_a_failing_target_with_both_versions_counts_in_the_step_table(
+    prefect_server: Any, fresh_gateway: Sandbox, fake_slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", DEFAULT_TOKEN)
+    sb = fresh_gateway
+    state = canary_release(compare_params(sb, "v3", slack=fake_slack), return_state=True)
+
+    assert state.name == "RolledBack", state.message
+    assert routes(sb) == {"default": {"v1": 100, "v2": 0, "v3": 0}}
+    rows = table_rows(artifacts(flow_run_id(state))["table"])
+    assert rows[0]["decision"] == "set_weights" and rows[-1]["decision"] == "rollback"
+    # v3 fails half its requests: the first check with its data is decisive, whatever came before.
+    assert all(r["decision"] == "hold" for r in rows[1:-1])
+    reason = rows[-1]["reason"]
+    counts = r"v3: (\d[\d,]*) errors in (\d[\d,]*) requests \((\d+) %\) vs v1: ([\d.]+) %"
+    evidence = re.search(counts, reason)
+    assert evidence, reason
+    errors, requests = (int(evidence.group(i).replace(",", "")) for i in (1, 2))
+    assert requests > 0 and 0.3 < errors / requests < 0.7
+    assert float(evidence.group(4)) < 5
+    assert "worse beyond tolerance with 99 % confidence" in reason and "rolling back to v1" in reason
+    assert "v3: evidence of worse errors than v1" in rows[-1]["evidence"]
+    assert re.search(r"v1: errors = \d[\d,]* of \d[\d,]* requests", rows[-1]["evidence"])
+    rolled = fake_slack.messages[-1].text
+    assert "rolled back to v1" in rolled and "worse beyond tolerance" in rolled
+    assert "v3: errors = " in rolled and "v1: errors = " in rolled, "Slack lists both versions' counts"
+    assert events(f"lamia.app.{sb.namespace}.{sb.app}", flow_run_id(state))[-1] == "lamia.release.rolled-back"
+
+
+def test_compare_promotes_a_good_target_on_evidence(prefect_server: Any, fresh_gateway: Sandbox) -> None:
+    sb = fresh_gateway
+    state = canary_release(compare_params(sb, "v2"), return_state=True)
+
+    assert state.name == "Promoted", state.message
+    assert routes(sb)["default"] == {"v1": 0, "v2": 100, "v3": 0}
+    rows = table_rows(artifacts(flow_run_id(state))["table"])
+    assert rows[-1]["decision"] == "promote"
+    assert "not worse than" in rows[-1]["reason"] and "with 99 % confidence" in rows[-1]["reason"]
+    assert re.search(r"v2: \d[\d,]* errors? in \d[\d,]* requests", rows[-1]["reason"])

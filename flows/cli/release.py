@@ -75,9 +75,11 @@ def start(
     ),
     baseline: str = typer.Option(..., "--baseline", help="Version serving traffic now"),
     target: str = typer.Option(..., "--target", help="Version to release"),
-    policy: str = typer.Option("health", "--policy", help="time, health, metric or custom"),
+    policy: str = typer.Option("compare", "--policy", help="compare, time, health, metric or custom"),
     step: int | None = typer.Option(None, "--step", help="Percentage points per step (default 10)"),
-    interval: float | None = typer.Option(None, "--interval", help="Seconds between steps (default 10)"),
+    interval: float | None = typer.Option(
+        None, "--interval", help="Seconds between checks (default 15 for compare, 10 otherwise)"
+    ),
     max_weight: int | None = typer.Option(None, "--max-weight", help="Highest weight of the target"),
     final_action: str | None = typer.Option(None, "--final-action", help="promote or hold at max weight"),
     progress_deadline: float | None = typer.Option(
@@ -91,6 +93,24 @@ def start(
     threshold: float | None = typer.Option(None, "--threshold", help="health: healthy at >= this"),
     expression: str | None = typer.Option(None, "--expression", help="health/metric: metric expression"),
     program: str | None = typer.Option(None, "--program", help="custom: the program text"),
+    tolerance: float | None = typer.Option(
+        None, "--tolerance", help="compare: points of errors above the baseline's that still pass (default 0)"
+    ),
+    confidence: float | None = typer.Option(
+        None, "--confidence", help="compare: confidence of a rollback or a promotion (default 0.99)"
+    ),
+    latency_gate: bool | None = typer.Option(
+        None, "--latency/--no-latency", help="compare: judge request durations too (default on)"
+    ),
+    errors_gate: bool | None = typer.Option(
+        None, "--errors/--no-errors", help="compare: judge 5xx answers (default on)"
+    ),
+    latency_tolerance: float | None = typer.Option(
+        None, "--latency-tolerance", help="compare: points of slow requests above the baseline's (default 5)"
+    ),
+    scrape_interval: float | None = typer.Option(
+        None, "--scrape-interval", help="Prometheus' scrape interval in seconds (default 15; read from it)"
+    ),
     condition: str | None = typer.Option(None, "--condition", help="Only requests matching this take part"),
     prometheus: str = typer.Option(..., "--prometheus", envvar="LAMIA_PROMETHEUS_URL", help="Prometheus URL"),
     slack_channel: str | None = typer.Option(
@@ -137,6 +157,12 @@ def start(
         "threshold": threshold,
         "expression": expression,
         "program": program,
+        "tolerance": tolerance,
+        "confidence": confidence,
+        "latency": latency_gate,
+        "errors": errors_gate,
+        "latency_tolerance": latency_tolerance,
+        "scrape_interval": scrape_interval,
     }
     params = ReleaseParameters(
         namespace=namespace,
