@@ -58,7 +58,8 @@ def _release(sb: Sandbox, target: str, interval: float, step: int) -> Any:
     from flows.release import canary_release
     from lamia_core.policies import HealthPolicy
 
-    policy = HealthPolicy(step=step, interval=interval, window="10s", min_requests=5, failure_limit=1)
+    policy = HealthPolicy(step=step, interval=interval, window="10s", min_requests=5, failure_limit=1,
+                          scrape_interval=1.0)
     params = ReleaseParameters(
         namespace=sb.namespace,
         app=sb.app,

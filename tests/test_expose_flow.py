@@ -61,7 +61,8 @@ def public_versions(sb: Sandbox, n: int = 400) -> Counter[str]:
 
 
 def release(sb: Sandbox, **policy: Any) -> Any:
-    settings = {"step": 50, "interval": 1.5, "window": "10s", "min_requests": 5, "failure_limit": 1, **policy}
+    settings = {"step": 50, "interval": 1.5, "window": "10s", "min_requests": 5, "failure_limit": 1,
+                "scrape_interval": 1.0, **policy}
     params = ReleaseParameters(namespace=sb.namespace, app=sb.app, baseline="v1", target="v2",
                                policy=HealthPolicy(**settings), kubernetes=sb.kube, prometheus=sb.prometheus)
     return canary_release(params, return_state=True)

@@ -170,7 +170,7 @@ def test_prefect_stopped_mid_release_leaves_a_defined_end_and_no_stuck_slot(
 
 
 def _health(proxy: PrometheusProxy, **settings: Any) -> HealthPolicy:
-    return HealthPolicy(step=25, interval=1.5, window="10s", min_requests=5, **settings)
+    return HealthPolicy(step=25, interval=1.5, window="10s", min_requests=5, scrape_interval=1.0, **settings)
 
 
 def test_prometheus_stopped_for_30_s_holds_the_release_which_goes_on(

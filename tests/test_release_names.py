@@ -64,7 +64,8 @@ def fresh(named: Named) -> Iterator[Named]:
 
 
 def release_params(sb: Sandbox, baseline: str, target: str, **overrides: Any) -> ReleaseParameters:
-    policy = HealthPolicy(step=50, interval=1.5, window="10s", min_requests=5, failure_limit=1)
+    policy = HealthPolicy(step=50, interval=1.5, window="10s", min_requests=5, failure_limit=1,
+                          scrape_interval=1.0)
     return ReleaseParameters(namespace=sb.namespace, app=sb.app, baseline=baseline, target=target,
                              policy=policy, kubernetes=sb.kube, prometheus=sb.prometheus, **overrides)
 
