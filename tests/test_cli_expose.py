@@ -115,5 +115,6 @@ def test_a_running_release_refuses_expose_and_unexpose(shop: list[str], kube_emu
     before = len(writes(kube_emulator))
     assert_one_error_line(lamia("unexpose", "-n", NS, "--app", APP, *shop),
                           "calm-otter", "lamia release abort")
-    assert_one_error_line(lamia("expose", "-n", NS, "--app", APP, "--host", HOST, *shop), "is held by a running release")
+    assert_one_error_line(lamia("expose", "-n", NS, "--app", APP, "--host", HOST, *shop),
+                          "is held by a running release")
     assert len(writes(kube_emulator)) == before
