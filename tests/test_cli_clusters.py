@@ -256,3 +256,24 @@ def test_metrics_and_release_start_use_the_clusters_prometheus_unless_given_one(
     assert_one_error_line(lamia(*query, env={"LAMIA_PROMETHEUS_URL": ""}), "say which Prometheus")
     start = ["release", "start", "-n", NS, "-a", APP, "--baseline", "stable", "--target", "canary"]
     assert_one_error_line(lamia(*start, env={"LAMIA_PROMETHEUS_URL": ""}), "say which Prometheus")
+
+
+def test_doctor_checks_the_named_cluster_and_asks_its_prometheus(
+    two_regions: TwoRegions, tmp_path: Path, closed_port: int
+) -> None:
+    add_both(two_regions)
+    # prod-eu again, now with a Prometheus that does not answer: the doctor asks it without --prometheus.
+    assert lamia("cluster", "add", "prod-eu", "--context", "prod-eu", "--kubeconfig",
+                 str(two_regions.kubeconfig), "--prometheus", f"http://127.0.0.1:{closed_port}",
+                 "--overwrite").exit_code == 0
+    seed_application(two_regions.eu, NS, APP, ["stable", "canary"])
+    found: dict[str, dict[str, Any]] = {}
+    for region in ("prod-eu", "prod-us"):
+        result = lamia("doctor", "-n", NS, "-a", APP, "--cluster", region, "-o", "json")
+        assert result.exit_code == 1, result.stderr
+        found[region] = {c["id"]: c for c in json.loads(result.stdout)["checks"]}
+    assert found["prod-eu"]["labels"]["status"] == "pass"
+    assert found["prod-us"]["labels"]["status"] == "fail", "the app is on prod-eu only"
+    assert found["prod-eu"]["prometheus"]["status"] == "fail"
+    assert f"127.0.0.1:{closed_port}" in found["prod-eu"]["prometheus"]["detail"]
+    assert found["prod-us"]["prometheus"]["status"] == "skip", "prod-us was saved with no Prometheus"
