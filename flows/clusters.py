@@ -94,6 +94,11 @@ def cluster_tag(name: str) -> str:
     return f"{TAG_PREFIX}{name}"
 
 
+def clusters_of(tags: list[str]) -> list[str]:
+    """The saved clusters a flow run's tags name (one, for a run that resolved a cluster)."""
+    return sorted(t[len(TAG_PREFIX):] for t in tags if t.startswith(TAG_PREFIX))
+
+
 def _prefect_failure(doing: str, exc: Exception) -> LamiaError:
     from prefect.settings import PREFECT_API_URL
 

@@ -166,6 +166,12 @@ def test_one_release_on_each_of_two_clusters_at_once(two_regions: TwoRegions) ->
     assert status["running"]["holder"] == us_lease.holder and status["state"] == "Running"
     assert status["routes"] == {"default": {"stable": 90, "canary": 10}}
 
+    # Without --cluster the newest running release (prod-eu's) is not taken for the one meant.
+    for command in ("abort", "approve"):
+        refused = runner.invoke(cli, ["release", command, APP, "-n", NS])
+        assert refused.exit_code == 2 and "is on cluster prod-eu: say which cluster with --cluster prod-eu" \
+            in refused.stderr, refused.stderr
+    assert run_state(us_lease.holder).state.is_running() and run_state(eu_lease.holder).state.is_paused()
     # Abort names prod-us: its run is cancelled (not prod-eu's, the newer one), its baseline is back.
     aborted = lamia("release", "abort", APP, "-n", NS, "--cluster", "prod-us", "--timeout", "60")
     assert us_lease.holder in aborted.stdout

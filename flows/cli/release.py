@@ -226,6 +226,13 @@ def _running(namespace: str, app_name: str, cluster: str | None = None) -> Any:
     if not runs:
         where = f" on cluster {cluster}" if cluster else ""
         raise NotFound(f"no release of application {app_name!r} in namespace {namespace!r}{where} is running")
+    from flows.clusters import clusters_of
+
+    # Without --cluster, a run on a saved cluster may be another cluster's release of the same app.
+    on = clusters_of(runs[0].tags)
+    if cluster is None and on:
+        raise InvalidInput(f"the running release of {app_name!r} in namespace {namespace!r} is on cluster "
+                           f"{on[0]}: say which cluster with --cluster {on[0]}")
     return runs[0]
 
 
