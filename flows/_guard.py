@@ -43,10 +43,12 @@ log = logging.getLogger(__name__)
 SLOT_LEASE_SECONDS = 60.0
 
 
-def limit_name(namespace: str, app: str) -> str:
+def limit_name(namespace: str, app: str, cluster: str | None = None) -> str:
     # Prefect refuses '/', '%', '&', '<' and '>' in limit names; namespaces
-    # cannot contain '.', so "namespace.app" is unambiguous.
-    return "lamia-release:" + re.sub(r"[^A-Za-z0-9._-]", "-", f"{namespace}.{app}")
+    # cannot contain '.', so "namespace.app" is unambiguous, and saved clusters' names hold no ':'.
+    # The same app on two saved clusters is two releases, with a slot each.
+    where = f"{cluster}:" if cluster else ""
+    return f"lamia-release:{where}" + re.sub(r"[^A-Za-z0-9._-]", "-", f"{namespace}.{app}")
 
 
 def ensure_limit(name: str) -> None:
@@ -194,7 +196,7 @@ def exclusive_release(
     stale, previous = _clear_way(kube, application, lease)
     acquire_lease(kube, application, lease, stale)
     guard = Guard(lease)
-    name = limit_name(application.namespace, application.name)
+    name = limit_name(application.namespace, application.name, kube.name)
     try:
         slot = _take_slot(name, lease, previous)
         try:

@@ -14,6 +14,7 @@ from pydantic import Field
 from flows._guard import exclusive_release
 from flows._history import ReleaseHistory, current_run
 from flows._notify import ReleaseThread
+from flows.clusters import use_cluster
 from flows.params import Target
 from lamia_core.exposure import DEFAULT_SELECTOR, ExposeRequest
 from lamia_core.lease import Lease
@@ -47,6 +48,7 @@ class ExposeParameters(Target):
 def expose(params: ExposeParameters) -> State:
     """Expose the application (or, with `remove`, undo that) under its lease."""
     logger = get_run_logger()
+    params = use_cluster(params)
     request = params.request()  # bad input fails here, before anything is read or written
     application = discover_application(params.kubernetes, params.namespace, params.app, params.service)
     kind = "unexpose" if params.remove else "expose"

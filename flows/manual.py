@@ -16,6 +16,7 @@ from prefect.states import Completed
 from flows._guard import exclusive_release
 from flows._history import ReleaseHistory, current_run
 from flows._notify import ReleaseThread
+from flows.clusters import use_cluster
 from flows.params import RouteParameters, Target, WeightsParameters
 from lamia_core.conditions import compile_condition
 from lamia_core.errors import InvalidInput
@@ -55,6 +56,7 @@ def _manual_change(
 def set_weights(params: WeightsParameters) -> State:
     """Set one route's weights by hand."""
     logger = get_run_logger()
+    params = use_cluster(params)
     application = discover_application(params.kubernetes, params.namespace, params.app, params.service)
     weights = _checked_weights(params.weights, application.version_names)
     with _manual_change(params, application, "set-weights") as (gateway, history, thread, holder):
@@ -71,6 +73,7 @@ def set_weights(params: WeightsParameters) -> State:
 @flow(name="apply-route", persist_result=False)
 def apply_route_flow(params: RouteParameters) -> State:
     """Send the requests matching a condition to versions by their own weights."""
+    params = use_cluster(params)
     match = compile_condition(params.condition)
     application = discover_application(params.kubernetes, params.namespace, params.app, params.service)
     weights = _checked_weights(params.weights, application.version_names)

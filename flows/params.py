@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from lamia_core.kube import KubeConfig
 from lamia_core.policies import ComparePolicy, Policy
@@ -69,8 +69,23 @@ class Target(BaseModel):
         description="The Service in front of the application, when several select its pods (e.g. Argo "
         "Rollouts' stable and canary Services); empty: the only one, or the one named like the app",
     )
+    cluster: str | None = Field(
+        None, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="A saved cluster (`lamia cluster add`, a Lamia Cluster block) to run on, e.g. prod-eu; "
+        "empty: `kubernetes` below says how to reach the cluster",
+    )
     kubernetes: KubeConfig = Field(default_factory=KubeConfig, description="How to reach the cluster")
     slack: SlackSettings | None = Field(None, description="Slack notifications (none when empty)")
+
+    @model_validator(mode="after")
+    def _one_way_to_the_cluster(self) -> Target:
+        k = self.kubernetes
+        # A config resolved from the cluster itself carries its name: that is no second way.
+        if self.cluster is not None and k.name != self.cluster and (
+                k.kubeconfig or k.context or k.in_cluster or k.config_data is not None):
+            raise ValueError(f"cluster {self.cluster!r} and kubernetes ({k.label}) both say which cluster "
+                             "to use: give one")
+        return self
 
 
 class ReleaseParameters(Target):

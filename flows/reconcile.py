@@ -43,6 +43,9 @@ from pydantic import BaseModel, Field
 
 from flows._guard import free_slot, limit_name, run_info
 from flows._history import app_resource
+from flows.clusters import cluster_tag
+from flows.clusters import kube_config as saved_cluster
+from flows.clusters import names as cluster_names
 from lamia_core.errors import LamiaError
 from lamia_core.kube import KubeConfig
 from lamia_core.lease import Lease
@@ -64,10 +67,24 @@ LAMIA_FLOWS = ("canary-release", "set-weights", "apply-route", "expose")
 
 
 class ReconcileParameters(BaseModel):
-    """Which cluster (and namespace) to look after."""
+    """Which clusters (and namespace) to look after."""
 
-    kubernetes: KubeConfig = Field(default_factory=KubeConfig, description="How to reach the cluster")
+    cluster: str | None = Field(
+        None, description="A saved cluster (lamia cluster add); empty: every saved cluster, or the "
+        "'kubernetes' setting when none is saved or it is set")
+    kubernetes: KubeConfig | None = Field(
+        None, description="How to reach the cluster when no saved cluster is named; empty: the pod's "
+        "service account in a cluster, the default kubeconfig elsewhere")
     namespace: str | None = Field(None, description="Only this namespace; empty: every namespace")
+
+    def clusters(self) -> list[KubeConfig]:
+        """Every cluster to look after: the named one, the given config, or every saved one."""
+        if self.cluster is not None:
+            return [saved_cluster(self.cluster)]
+        if self.kubernetes is not None:
+            return [self.kubernetes]
+        saved = cluster_names()
+        return [saved_cluster(name) for name in saved] if saved else [KubeConfig()]
 
 
 def _mark(run_id: str, message: str) -> bool:
@@ -143,18 +160,18 @@ def _put_right(
         row["reason"] += f"; resumed by {name}"
     if recovery.action in ("rollback", "resume", "drop"):
         try:
-            free_slot(limit_name(namespace, app), lease.slot)
+            free_slot(limit_name(namespace, app, kube.name), lease.slot)
         except Exception as exc:
             logger.warning("could not free the release slot of %s/%s: %s", namespace, app, exc)
     logger.info("%s/%s: %s: %s", namespace, app, recovery.action, row["reason"])
     return row
 
 
-def _free_leftover_slots(apps: set[str], held: set[str]) -> list[dict[str, Any]]:
+def _free_leftover_slots(kube: KubeConfig, apps: set[str], held: set[str]) -> list[dict[str, Any]]:
     """Slots of this cluster's apps whose lease nobody holds: a run that is gone took them with it.
     Only apps whose gateway was seen here: another cluster's releases use the same Prefect server."""
     rows = []
-    ours = {limit_name(*app.split("/", 1)) for app in apps}
+    ours = {limit_name(ns, app, kube.name) for ns, app in (a.split("/", 1) for a in apps)}
     with get_client(sync_client=True) as client:
         limits = client.read_global_concurrency_limits(limit=200)
     for limit in limits:
@@ -165,10 +182,12 @@ def _free_leftover_slots(apps: set[str], held: set[str]) -> list[dict[str, Any]]
     return rows
 
 
-def _mark_stuck_runs(holders: set[str], apps: set[str]) -> list[dict[str, Any]]:
+def _mark_stuck_runs(kube: KubeConfig, holders: set[str], apps: set[str]) -> list[dict[str, Any]]:
     """Lamia runs Running for long on apps of this cluster while holding no lease: their process is gone
-    (killed after it let go of the lease, or before it took one)."""
+    (killed after it let go of the lease, or before it took one). A run tagged with another saved
+    cluster, or a run of a saved cluster when this one is not, is not this cluster's to judge."""
     rows = []
+    mine = cluster_tag(kube.name) if kube.name else None
     before = datetime.now(UTC) - timedelta(seconds=STUCK_AFTER_SECONDS)
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
@@ -178,7 +197,8 @@ def _mark_stuck_runs(holders: set[str], apps: set[str]) -> list[dict[str, Any]]:
         ), limit=200)
     for run in runs:
         app = next((t.split(":", 1)[1] for t in run.tags if t.startswith("lamia/app:")), None)
-        if app is None or app not in apps or str(run.id) in holders:
+        tagged = [t for t in run.tags if t.startswith("lamia/cluster:")]
+        if app is None or app not in apps or str(run.id) in holders or tagged != ([mine] if mine else []):
             continue
         if _mark(str(run.id), "its process is gone: it has held no lease on the gateway for a while "
                               "(lamia-reconcile)"):
@@ -192,32 +212,14 @@ def reconcile(params: ReconcileParameters | None = None) -> State:
     """Put right every release whose worker died: roll back (or resume) and free its slot."""
     params = params or ReconcileParameters()
     logger = get_run_logger()
-    now = time.time()
     rows: list[dict[str, Any]] = []
-    held: set[str] = set()
-    holders: set[str] = set()
-    apps: set[str] = set()
-    for vs, lease in managed_gateways(params.kubernetes, params.namespace):
-        namespace = vs["metadata"]["namespace"]
-        app = (lease.app if lease else None) or ((vs["metadata"].get("labels") or {}).get("lamia.io/app"))
-        if not app:
-            continue
-        apps.add(f"{namespace}/{app}")
-        if lease is None:
-            continue
-        recovery = assess(lease, now, run_info(lease.holder))
-        if recovery.action == "none":
-            held.add(limit_name(namespace, app))
-            holders.add(lease.holder)
-            continue
+    for kube in params.clusters():
         try:
-            rows.append(_put_right(params.kubernetes, namespace, app, lease, recovery))
-        except LamiaError as exc:
-            logger.error("could not put %s/%s right (%s): %s", namespace, app, recovery.reason, exc)
-            rows.append({"app": f"{namespace}/{app}", "run": lease.name or lease.holder, "action": "FAILED",
-                         "reason": f"{recovery.reason}; {exc}", "weights": "-"})
-    rows += _free_leftover_slots(apps, held)
-    rows += _mark_stuck_runs(holders, apps)
+            rows += _reconcile_cluster(kube, params.namespace)
+        except LamiaError as exc:  # one cluster away must not stop the others being looked after
+            logger.error("could not look after cluster %s: %s", kube.name or "(default)", exc)
+            rows.append({"app": kube.name or "(default cluster)", "run": "-", "action": "FAILED",
+                         "reason": str(exc), "weights": "-"})
     summary = f"{len(rows)} release(s) put right" if rows else "nothing to put right"
     if rows:
         create_table_artifact(table=rows, key="lamia-reconcile", description="What lamia-reconcile put right")
@@ -228,6 +230,38 @@ def reconcile(params: ReconcileParameters | None = None) -> State:
         raise RuntimeError(f"{len(failed)} release(s) could not be put right: "
                            + "; ".join(f"{r['app']}: {r['reason']}" for r in failed))
     return Completed(message=summary, data=rows)
+
+
+def _reconcile_cluster(kube: KubeConfig, namespace: str | None) -> list[dict[str, Any]]:
+    logger = get_run_logger()
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    held: set[str] = set()
+    holders: set[str] = set()
+    apps: set[str] = set()
+    where = f"{kube.name}: " if kube.name else ""
+    for vs, lease in managed_gateways(kube, namespace):
+        ns = vs["metadata"]["namespace"]
+        app = (lease.app if lease else None) or ((vs["metadata"].get("labels") or {}).get("lamia.io/app"))
+        if not app:
+            continue
+        apps.add(f"{ns}/{app}")
+        if lease is None:
+            continue
+        recovery = assess(lease, now, run_info(lease.holder))
+        if recovery.action == "none":
+            held.add(limit_name(ns, app, kube.name))
+            holders.add(lease.holder)
+            continue
+        try:
+            rows.append(_put_right(kube, ns, app, lease, recovery))
+        except LamiaError as exc:
+            logger.error("could not put %s%s/%s right (%s): %s", where, ns, app, recovery.reason, exc)
+            rows.append({"app": f"{where}{ns}/{app}", "run": lease.name or lease.holder, "action": "FAILED",
+                         "reason": f"{recovery.reason}; {exc}", "weights": "-"})
+    rows += _free_leftover_slots(kube, apps, held)
+    rows += _mark_stuck_runs(kube, holders, apps)
+    return rows
 
 
 __all__ = ["ReconcileParameters", "reconcile"]

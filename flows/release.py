@@ -39,6 +39,7 @@ from flows import _chaos as chaos
 from flows._guard import Guard, exclusive_release
 from flows._history import ReleaseHistory, flow_run_url
 from flows._notify import ReleaseThread
+from flows.clusters import use_cluster
 from flows.params import ReleaseParameters
 from lamia_core import slack as slack_text
 from lamia_core.conditions import compile_condition
@@ -333,6 +334,7 @@ def _resume_from(params: ReleaseParameters, application: Application, run_id: st
 def canary_release(params: ReleaseParameters) -> State:
     """Shift traffic to `target` step by step while it stays healthy; roll back when it does not."""
     logger = get_run_logger()
+    params = use_cluster(params)
     ctx = FlowRunContext.get()
     assert ctx is not None and ctx.flow_run is not None
     run_id, run_name = str(ctx.flow_run.id), ctx.flow_run.name

@@ -25,6 +25,7 @@ the object and, where it helps, the server.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import random
@@ -41,7 +42,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Secret, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from lamia_core._base import Obj
 from lamia_core.errors import (
@@ -127,7 +129,8 @@ _WRITER_ANNOTATIONS = {
 
 
 class KubeConfig(BaseModel):
-    """How to reach a cluster: a kubeconfig file (and context) or the pod's service account."""
+    """How to reach a cluster: a kubeconfig file (and context), a kubeconfig's content, or the pod's
+    service account."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -135,6 +138,12 @@ class KubeConfig(BaseModel):
     """Path(s) of the kubeconfig, ``:``-separated like $KUBECONFIG; None for the default location."""
     context: str | None = None
     in_cluster: bool = False
+    name: str | None = None
+    """The cluster's name when it is a saved one (``lamia cluster add``); it tells apart releases of
+    the same application on two clusters."""
+    config_data: SkipJsonSchema[Secret[dict[str, Any]] | None] = Field(default=None, exclude=True)
+    """A kubeconfig's content instead of a file (one context, certificates inlined), as a saved
+    cluster holds it. Secret, and never dumped: flow parameters name the cluster, not its keys."""
     request_timeout: float = Field(default=10.0, gt=0)
     """Seconds for each request, connecting included."""
     max_conflict_retries: int = Field(default=5, ge=0)
@@ -143,6 +152,32 @@ class KubeConfig(BaseModel):
     """Seconds to keep retrying conflicts (backing off with jitter) before giving up, once the
     retries above are spent: a burst of another writer's edits must not fail a release."""
 
+    @model_validator(mode="after")
+    def _one_source(self) -> KubeConfig:
+        if self.config_data is not None and (self.kubeconfig or self.in_cluster):
+            raise ValueError("a kubeconfig's content excludes a kubeconfig file and in_cluster")
+        if self.in_cluster and (self.kubeconfig or self.context):
+            raise ValueError("in_cluster uses the pod's service account: give no kubeconfig or context")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The cluster as a person would name it, for messages."""
+        if self.name:
+            return f"cluster {self.name}"
+        if self.in_cluster:
+            return "the in-cluster service account"
+        return f"kubeconfig {self.kubeconfig or '(default location)'}" + (
+            f", context {self.context!r}" if self.context else "")
+
+    def cache_key(self) -> str:
+        """A key telling configurations apart, the secret content included (as a digest)."""
+        digest = ""
+        if self.config_data is not None:
+            raw = json.dumps(self.config_data.get_secret_value(), sort_keys=True, default=str)
+            digest = hashlib.sha256(raw.encode()).hexdigest()
+        return f"{self.model_dump_json()}#{digest}"
+
 
 def _in_pod_default(config: KubeConfig) -> KubeConfig:
     """A config naming no kubeconfig, in a pod with no kubeconfig, means the pod's service account.
@@ -150,7 +185,7 @@ def _in_pod_default(config: KubeConfig) -> KubeConfig:
     A flow run by the Kubernetes work pool gets the default KubeConfig from the
     UI form; making users tick in_cluster there would be a trap.
     """
-    if config.in_cluster or config.kubeconfig or config.context:
+    if config.in_cluster or config.kubeconfig or config.context or config.config_data is not None:
         return config
     default = os.path.expanduser(os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0])
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.path.exists(default):
@@ -196,17 +231,19 @@ class KubeAdapter:
                 k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
                     client_configuration=configuration)
                 self.api_client = k8s.ApiClient(configuration)
+            elif self.config.config_data is not None:
+                self.api_client = k8s_config.new_client_from_config_dict(  # type: ignore[no-untyped-call]
+                    config_dict=copy.deepcopy(self.config.config_data.get_secret_value()),
+                    context=self.config.context, persist_config=False, client_configuration=configuration,
+                )
             else:
                 self.api_client = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
                     config_file=self.config.kubeconfig, context=self.config.context,
                     persist_config=False, client_configuration=configuration,
                 )
         except (ConfigException, OSError, yaml.YAMLError) as exc:
-            where = "in-cluster service account" if self.config.in_cluster else (
-                f"kubeconfig {self.config.kubeconfig or '(default location)'}"
-                + (f", context {self.config.context!r}" if self.config.context else "")
-            )
-            raise InvalidInput(f"cannot load the Kubernetes configuration from {where}: {exc}") from exc
+            raise InvalidInput(
+                f"cannot load the Kubernetes configuration from {self.config.label}: {exc}") from exc
         self.server: str = configuration.host
         self._core = k8s.CoreV1Api(self.api_client)
         self._apps = k8s.AppsV1Api(self.api_client)
@@ -840,6 +877,13 @@ class KubeAdapter:
             lambda: self._core.list_namespaced_pod(namespace, label_selector=selector, **self._opts()),
         )
         return list(listed.get("items") or [])
+
+    def server_version(self) -> str:
+        """The API server's version (``/version``'s gitVersion): the cheapest call that proves the
+        server answers; a LamiaError says why not."""
+        info = self._json("read", "the server version",
+                          lambda: k8s.VersionApi(self.api_client).get_code(**self._opts()))
+        return str(info.get("gitVersion") or "?")
 
     def served_versions(self, group: str) -> list[str]:
         """The versions the API server serves of ``group``, from discovery (empty when none)."""

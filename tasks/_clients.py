@@ -13,8 +13,8 @@ _kube: dict[str, KubeAdapter] = {}
 
 
 def kube_adapter(config: KubeConfig) -> KubeAdapter:
-    # KubeConfig holds paths and names, no secrets, so its JSON is a faithful key.
-    key = config.model_dump_json()
+    # A saved cluster's content is left out of its JSON: the key carries a digest of it.
+    key = config.cache_key()
     with _lock:
         adapter = _kube.get(key)
         if adapter is None:

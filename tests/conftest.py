@@ -24,4 +24,5 @@ pytest_plugins = [
     "tests.plugins.fake_slack",
     "tests.plugins.prefect_server",
     "tests.plugins.sandbox",
+    "tests.plugins.clusters",
 ]

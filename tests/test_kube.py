@@ -421,3 +421,59 @@ def test_default_config_in_a_pod_uses_the_service_account(
     # An explicit kubeconfig is never second-guessed.
     with pytest.raises(InvalidInput, match="does not exist"):
         KubeAdapter(KubeConfig(kubeconfig=str(tmp_path / "absent")))
+
+
+SAVED = {
+    "apiVersion": "v1", "kind": "Config", "current-context": "prod-eu",
+    "clusters": [{"name": "prod-eu", "cluster": {"server": "https://api.prod-eu.example.com:6443"}}],
+    "users": [{"name": "deployer", "user": {"token": "prod-eu-deployer-token"}}],
+    "contexts": [{"name": "prod-eu", "context": {"cluster": "prod-eu", "user": "deployer"}}],
+}
+
+
+def test_a_saved_clusters_content_is_secret_and_tells_configs_apart() -> None:
+    eu = KubeConfig(config_data=SAVED, context="prod-eu", name="prod-eu")
+    other = copy.deepcopy(SAVED)
+    other["users"][0]["user"]["token"] = "rotated-token"
+    rotated = KubeConfig(config_data=other, context="prod-eu", name="prod-eu")
+    # Neither its JSON nor its repr holds the credentials ...
+    for text in (eu.model_dump_json(), repr(eu), str(eu.model_dump())):
+        assert "prod-eu-deployer-token" not in text
+    # ... so the adapter cache keys on a digest of them: a re-saved cluster gets a new client.
+    assert eu.model_dump_json() == rotated.model_dump_json()
+    assert eu.cache_key() != rotated.cache_key()
+    assert eu.cache_key() == KubeConfig(config_data=copy.deepcopy(SAVED), context="prod-eu",
+                                        name="prod-eu").cache_key()
+    assert eu.label == "cluster prod-eu"
+
+
+@pytest.mark.parametrize("fields", [
+    {"config_data": SAVED, "kubeconfig": "/home/ci/.kube/config"},
+    {"config_data": SAVED, "in_cluster": True},
+    {"in_cluster": True, "context": "prod-eu"},
+])
+def test_one_source_of_configuration_at_a_time(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"excludes|in_cluster uses"):
+        KubeConfig(**fields)
+
+
+def test_a_saved_config_in_a_pod_is_not_taken_for_the_service_account(
+    monkeypatch: pytest.MonkeyPatch, kube_emulator: KubeEmulator
+) -> None:
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    config = copy.deepcopy(SAVED)
+    config["clusters"][0]["cluster"]["server"] = kube_emulator.url
+    with KubeAdapter(KubeConfig(config_data=config, name="prod-eu")) as kube:
+        assert kube.server == kube_emulator.url and kube.server_version()
+
+
+def test_server_version_of_an_unreachable_server() -> None:
+    config = copy.deepcopy(SAVED)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config["clusters"][0]["cluster"]["server"] = f"http://127.0.0.1:{port}"
+    with KubeAdapter(KubeConfig(config_data=config, name="prod-us")) as kube:
+        with pytest.raises(Unreachable) as err:
+            kube.server_version()
+    assert f"127.0.0.1:{port}" in str(err.value) and "server version" in str(err.value)

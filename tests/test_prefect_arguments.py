@@ -38,6 +38,15 @@ NAME_SETS = [
 ]
 
 
+#: A saved cluster's content, as a flow run resolves it: it reaches tasks, never flow parameters.
+SAVED_CLUSTER: dict[str, Any] = {
+    "apiVersion": "v1", "kind": "Config", "current-context": "prod-eu",
+    "clusters": [{"name": "prod-eu", "cluster": {"server": "https://api.prod-eu.example.com:6443"}}],
+    "users": [{"name": "deployer", "user": {"token": "prod-eu-deployer-token"}}],
+    "contexts": [{"name": "prod-eu", "context": {"cluster": "prod-eu", "user": "deployer"}}],
+}
+
+
 def _models(baseline: str, target: str) -> list[Any]:
     app = Application(
         namespace="shop",
@@ -59,6 +68,7 @@ def _models(baseline: str, target: str) -> list[Any]:
         weights, app, gateway, gateway.routes[0], spec, decision, decision.state,
         Lease.new("0b9c4f6e-6a47-4d4e-9a8e-1b0c9d8e7f60", "reviews stable", target=target, baseline=baseline),
         KubeConfig(context="prod"), PrometheusConfig(url="http://prometheus.istio-system:9090"),
+        KubeConfig(config_data=SAVED_CLUSTER, context="prod-eu", name="prod-eu"),
         ExposeRequest(host="shop.example.com", tls_secret="shop-tls", selector={"istio": "edge"}),
         Exposure(host="shop.example.com", kind="Gateway", namespace="shop", name=f"reviews-{target}",
                  created=True, hosts_added=("shop.example.com",), gateways_added=("mesh", "shop/gw")),
@@ -96,6 +106,8 @@ def test_flow_parameters_round_trip_through_prefects_serialisation(baseline: str
         (apply_route_flow, RouteParameters(**common, condition='cookie "group" exact "beta"',
                                            weights={target: 100})),
         (expose, ExposeParameters(**common, host="shop.example.com", gateway=f"reviews-{target}".lower())),
+        (canary_release, ReleaseParameters(namespace="shop", app="reviews", cluster="prod-eu",
+                                           baseline=baseline, target=target)),
     ]
     for flow, params in cases:
         serialised = flow.serialize_parameters({"params": params})
@@ -108,3 +120,16 @@ def test_the_default_policy_of_a_release_is_compare() -> None:
     assert params.policy.kind == "compare"
     policy = params.policy
     assert (policy.max_weight, policy.interval, policy.progress_deadline) == (50, 15.0, 600.0)
+
+
+def test_a_resolved_cluster_leaves_its_content_out_of_serialised_parameters() -> None:
+    resolved = KubeConfig(config_data=SAVED_CLUSTER, context="prod-eu", name="prod-eu")
+    params = ReleaseParameters(namespace="shop", app="reviews", cluster="prod-eu", baseline="stable",
+                               target="canary", kubernetes=resolved)
+    serialised = canary_release.serialize_parameters({"params": params})
+    assert "prod-eu-deployer-token" not in str(serialised) and "config_data" not in str(serialised)
+    assert serialised["params"]["cluster"] == "prod-eu"
+    assert "prod-eu-deployer-token" not in repr(params)
+    # Nor in the form the Prefect UI renders for the flow.
+    form = str(canary_release.parameters.model_dump())
+    assert "in_cluster" in form and "config_data" not in form

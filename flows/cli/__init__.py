@@ -1,6 +1,7 @@
 """The ``lamia`` command line. Each module adds its commands to the groups in ``_app``."""
 
 from flows.cli import (  # noqa: F401  (registers commands)
+    clusters,
     conditions,
     demo,
     doctor,

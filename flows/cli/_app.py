@@ -12,7 +12,10 @@ app = typer.Typer(
     add_completion=False,
 )
 render_app = typer.Typer(help="Render manifests without touching a cluster.", no_args_is_help=True)
-cluster_app = typer.Typer(help="Prepare namespaces (virtual clusters).", no_args_is_help=True)
+cluster_app = typer.Typer(
+    help="Saved clusters (Prefect blocks) and namespaces prepared for Lamia (virtual clusters).",
+    no_args_is_help=True,
+)
 gateway_app = typer.Typer(
     help="An application's gateway: DestinationRule and VirtualService.", no_args_is_help=True
 )

@@ -15,6 +15,7 @@ import typer
 
 from flows.cli._app import app
 from flows.cli._common import handle_errors
+from flows.cli.clusters import Cluster, prometheus_for
 from flows.cli.expose import App, Context, Kubeconfig, Namespace, adapter
 from lamia_core.doctor import (
     NEEDED_ACCESS,
@@ -163,7 +164,8 @@ def doctor(
     namespace: Namespace,
     app_name: App,
     prometheus: Annotated[
-        str | None, typer.Option("--prometheus", envvar="LAMIA_PROMETHEUS_URL", help="Prometheus URL.")
+        str | None, typer.Option("--prometheus", envvar="LAMIA_PROMETHEUS_URL",
+                                   help="Prometheus URL; default the --cluster's.")
     ] = None,
     window: Annotated[
         str, typer.Option("--window", help="The policy's query window, checked against the scrape interval.")
@@ -183,6 +185,7 @@ def doctor(
         str, typer.Option("--deployment", help="The release deployment to look for.")
     ] = DEPLOYMENT,
     output: Annotated[Output, typer.Option("--output", "-o", help="text or json.")] = Output.text,
+    cluster: Cluster = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
@@ -196,8 +199,9 @@ def doctor(
     if "/" not in deployment:
         raise InvalidInput(f"--deployment {deployment!r} is not FLOW/DEPLOYMENT, e.g. {DEPLOYMENT}")
     facts = Facts(namespace=namespace, app=app_name, service=service, window=window)
-    with adapter(kubeconfig, context) as kube:
+    with adapter(cluster, kubeconfig, context) as kube:
         gather_kube(facts, kube, who)
+    prometheus = prometheus_for(cluster, prometheus)
     if prometheus:
         gather_prometheus(facts, prometheus)
     gather_prefect(facts, prefect_api, deployment)

@@ -13,8 +13,9 @@ import typer
 
 from flows.cli._app import app
 from flows.cli._common import handle_errors
+from flows.cli.clusters import Cluster, kube_config
 from lamia_core.exposure import DEFAULT_SELECTOR, ExposeRequest, parse_selector
-from lamia_core.kube import KubeAdapter, KubeConfig
+from lamia_core.kube import KubeAdapter
 
 Namespace = Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the application.")]
 App = Annotated[
@@ -32,8 +33,8 @@ Context = Annotated[
 _DEFAULT_SELECTOR = ",".join(f"{k}={v}" for k, v in DEFAULT_SELECTOR.items())
 
 
-def adapter(kubeconfig: str | None, context: str | None) -> KubeAdapter:
-    return KubeAdapter(KubeConfig(kubeconfig=kubeconfig, context=context))
+def adapter(cluster: str | None, kubeconfig: str | None, context: str | None) -> KubeAdapter:
+    return KubeAdapter(kube_config(cluster, kubeconfig, context))
 
 
 @app.command("expose")
@@ -69,13 +70,14 @@ def expose(
             "Service without Lamia's weights.",
         ),
     ] = False,
+    cluster: Cluster = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
     """Make the application reachable from outside the mesh through Istio's ingress gateway."""
     request = ExposeRequest(host=host, tls_secret=tls_secret, name=gateway, selector=parse_selector(selector),
                             ingress=ingress)
-    with adapter(kubeconfig, context) as kube:
+    with adapter(cluster, kubeconfig, context) as kube:
         application = kube.discover_application(namespace, app_name)
         exposure = kube.expose(application, request)
     typer.echo(f"{app_name} in namespace {namespace} exposed as {exposure.describe()}")
@@ -92,11 +94,12 @@ def expose(
 def unexpose(
     namespace: Namespace,
     app_name: App,
+    cluster: Cluster = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
     """Remove what `lamia expose` added, and nothing else."""
-    with adapter(kubeconfig, context) as kube:
+    with adapter(cluster, kubeconfig, context) as kube:
         application = kube.discover_application(namespace, app_name)
         exposure = kube.unexpose(application)
     if exposure is None:

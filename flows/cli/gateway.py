@@ -15,12 +15,13 @@ import yaml
 
 from flows.cli._app import cluster_app, gateway_app, render_app, weights_app
 from flows.cli._common import handle_errors
+from flows.cli.clusters import Cluster, kube_config
 from lamia_core.errors import InvalidInput
 from lamia_core.istio import (
     render_destination_rule,
     render_virtual_service,
 )
-from lamia_core.kube import NAMESPACE_LABELS, KubeAdapter, KubeConfig
+from lamia_core.kube import NAMESPACE_LABELS, KubeAdapter
 from lamia_core.models import (
     DEFAULT_ROUTE,
     Application,
@@ -58,8 +59,8 @@ class Output(StrEnum):
     yaml = "yaml"
 
 
-def _adapter(kubeconfig: str | None, context: str | None) -> KubeAdapter:
-    return KubeAdapter(KubeConfig(kubeconfig=kubeconfig, context=context))
+def _adapter(cluster: str | None, kubeconfig: str | None, context: str | None) -> KubeAdapter:
+    return KubeAdapter(kube_config(cluster, kubeconfig, context))
 
 
 def _csv(text: str) -> list[str]:
@@ -128,11 +129,12 @@ def render_gateway(
 @handle_errors
 def cluster_init(
     namespace: Annotated[str, typer.Argument(help="Namespace to prepare; created when missing.")],
+    cluster: Cluster = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
     """Label a namespace istio-injection=enabled and lamia.io/managed=true, creating it when missing."""
-    with _adapter(kubeconfig, context) as kube:
+    with _adapter(cluster, kubeconfig, context) as kube:
         kube.init_namespace(namespace)
     labels = ", ".join(f"{k}={v}" for k, v in NAMESPACE_LABELS.items())
     typer.echo(f"namespace {namespace} ready ({labels})")
@@ -152,12 +154,13 @@ def gateway_apply(
         ),
     ] = None,
     service: Service = None,
+    cluster: Cluster = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
     """Create or update the application's DestinationRule and VirtualService from its Deployments."""
     wanted = parse_weights(weights) if weights is not None else None
-    with _adapter(kubeconfig, context) as kube:
+    with _adapter(cluster, kubeconfig, context) as kube:
         application = kube.discover_application(namespace, app, service=service)
         current = kube.read_gateway(application)
         if current is None and wanted is None and kube.read_virtual_service(application) is not None:
@@ -193,11 +196,12 @@ def gateway_show(
     app: App,
     output: Annotated[Output, typer.Option("--output", "-o", help="table or yaml.")] = Output.table,
     service: Service = None,
+    cluster: Cluster = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
     """Print the application's routes: their conditions and weights."""
-    with _adapter(kubeconfig, context) as kube:
+    with _adapter(cluster, kubeconfig, context) as kube:
         application = kube.discover_application(namespace, app, service=service)
         gateway = kube.read_gateway(application)
         if gateway is None:
@@ -259,6 +263,7 @@ def weights_set(
     app: App,
     route: Annotated[str, typer.Option(help="The route whose weights to set.")] = DEFAULT_ROUTE,
     service: Service = None,
+    cluster: Cluster = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
@@ -267,7 +272,7 @@ def weights_set(
     Refused while a release holds the application's gateway (it names the run and how to end it).
     """
     wanted = parse_weights(weights)
-    with _adapter(kubeconfig, context) as kube:
+    with _adapter(cluster, kubeconfig, context) as kube:
         application = kube.discover_application(namespace, app, service=service)
         gateway = kube.set_weights(application, wanted, route=route)
     typer.echo(f"{app} route {route}: {gateway.route(route).weights}")

@@ -9,6 +9,7 @@ import typer
 
 from flows.cli._app import app
 from flows.cli._common import handle_errors
+from flows.cli.clusters import prometheus_for
 from lamia_core.errors import InvalidInput
 from lamia_core.metrics import check_window, metric_def
 from lamia_core.prometheus import PrometheusAdapter, PrometheusConfig
@@ -60,16 +61,20 @@ def metrics(
             show_default=False,
         ),
     ],
-    prometheus: Annotated[
-        str,
-        typer.Option(
-            "--prometheus", envvar="LAMIA_PROMETHEUS_URL", help="Prometheus URL, e.g. http://prometheus:9090."
-        ),
-    ],
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the application.")],
     app_name: Annotated[
         str, typer.Option("--app", "-a", help="Application: the value of the Deployments' `app` label.")
     ],
+    prometheus: Annotated[
+        str | None,
+        typer.Option(
+            "--prometheus", envvar="LAMIA_PROMETHEUS_URL",
+            help="Prometheus URL, e.g. http://prometheus:9090; default the --cluster's.",
+        ),
+    ] = None,
+    cluster: Annotated[
+        str | None, typer.Option("--cluster", help="A saved cluster whose Prometheus to ask.")
+    ] = None,
     window: Annotated[str, typer.Option(help="Window of the counts and rates: 30s, 1m, 5m...")] = "1m",
     as_json: Annotated[
         bool,
@@ -95,7 +100,11 @@ def metrics(
     wanted = list(dict.fromkeys(names))
     for n in wanted:
         metric_def(n, raw_queries)  # an unknown name fails before any query
-    adapter = PrometheusAdapter(PrometheusConfig(url=prometheus, timeout=timeout))
+    url = prometheus_for(cluster, prometheus)
+    if url is None:
+        raise InvalidInput("say which Prometheus: --prometheus URL (or $LAMIA_PROMETHEUS_URL), or "
+                           "--cluster NAME of a cluster saved with one")
+    adapter = PrometheusAdapter(PrometheusConfig(url=url, timeout=timeout))
     result = adapter.query_metrics(
         namespace, app_name, wanted, window=window, versions=versions or None, raw=raw_queries
     )

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 
 from flows.cli._app import app, release_app
 from flows.cli._common import fail, handle_errors
+from flows.cli.clusters import kube_config, prometheus_for
 from lamia_core.errors import InvalidInput, NotFound
 from lamia_core.kube import KubeAdapter, KubeConfig
 from lamia_core.lease import lease_of
@@ -20,6 +21,7 @@ from lamia_core.lease import lease_of
 NamespaceOpt = typer.Option(..., "--namespace", "-n", help="Namespace of the application")
 KubeconfigOpt = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", help="kubeconfig file")
 ContextOpt = typer.Option(None, "--context", help="kubeconfig context")
+ClusterOpt = typer.Option(None, "--cluster", help="A saved cluster: lamia cluster add")
 DEPLOYMENT = "canary-release/canary-release"
 
 
@@ -112,7 +114,9 @@ def start(
         None, "--scrape-interval", help="Prometheus' scrape interval in seconds (default 15; read from it)"
     ),
     condition: str | None = typer.Option(None, "--condition", help="Only requests matching this take part"),
-    prometheus: str = typer.Option(..., "--prometheus", envvar="LAMIA_PROMETHEUS_URL", help="Prometheus URL"),
+    prometheus: str | None = typer.Option(
+        None, "--prometheus", envvar="LAMIA_PROMETHEUS_URL", help="Prometheus URL; default the --cluster's"
+    ),
     slack_channel: str | None = typer.Option(
         None,
         "--slack-channel",
@@ -136,12 +140,21 @@ def start(
     wait: bool = typer.Option(False, "--wait", help="Wait for the end: exit 0 when promoted, 1 otherwise"),
     local: bool = typer.Option(False, "--local", help="Run the flow in this process instead of a deployment"),
     deployment: str = typer.Option(DEPLOYMENT, "--deployment", help="Deployment to trigger"),
+    cluster: str | None = ClusterOpt,
     kubeconfig: str | None = KubeconfigOpt,
     context: str | None = ContextOpt,
 ) -> None:
     """Start a canary release of TARGET against BASELINE."""
     from flows.params import ReleaseParameters, SlackSettings
     from lamia_core.prometheus import PrometheusConfig
+
+    # The run resolves the cluster by name (its credentials stay out of the parameters); resolving it
+    # here too refuses a bad name, or --cluster with --kubeconfig, before anything starts.
+    kube = kube_config(cluster, kubeconfig, context)
+    prometheus = prometheus_for(cluster, prometheus)
+    if prometheus is None:
+        raise InvalidInput("say which Prometheus: --prometheus URL (or $LAMIA_PROMETHEUS_URL), or --cluster "
+                           "NAME of a cluster saved with one")
 
     settings = {
         "step": step,
@@ -173,7 +186,8 @@ def start(
         policy=build_policy(policy, settings),
         condition=condition,
         prometheus=PrometheusConfig(url=prometheus),
-        kubernetes=KubeConfig(kubeconfig=kubeconfig, context=context),
+        cluster=cluster,
+        kubernetes=KubeConfig() if cluster else kube,
         slack=SlackSettings(channel=slack_channel, token_secret_block=slack_token_block)
         if slack_channel or slack_token_block
         else None,
@@ -202,7 +216,8 @@ def start(
         raise typer.Exit(_final_exit(_wait_for(run.id)))
 
 
-def _runs(namespace: str, app_name: str, limit: int = 20, *, running_only: bool = False) -> list[Any]:
+def _runs(namespace: str, app_name: str, limit: int = 20, *, running_only: bool = False,
+          cluster: str | None = None) -> list[Any]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -214,6 +229,7 @@ def _runs(namespace: str, app_name: str, limit: int = 20, *, running_only: bool 
     from prefect.client.schemas.sorting import FlowRunSort
 
     from flows._history import app_tag
+    from flows.clusters import cluster_tag
 
     state_filter = None
     if running_only:
@@ -232,7 +248,9 @@ def _runs(namespace: str, app_name: str, limit: int = 20, *, running_only: bool 
         return list(
             client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(
-                    tags=FlowRunFilterTags(all_=[app_tag(namespace, app_name)]), state=state_filter
+                    tags=FlowRunFilterTags(all_=[app_tag(namespace, app_name),
+                                                 *([cluster_tag(cluster)] if cluster else [])]),
+                    state=state_filter,
                 ),
                 sort=FlowRunSort.START_TIME_DESC,
                 limit=limit,
@@ -240,10 +258,18 @@ def _runs(namespace: str, app_name: str, limit: int = 20, *, running_only: bool 
         )
 
 
-def _running(namespace: str, app_name: str) -> Any:
-    runs = _runs(namespace, app_name, 1, running_only=True)
+def _running(namespace: str, app_name: str, cluster: str | None = None) -> Any:
+    runs = _runs(namespace, app_name, 1, running_only=True, cluster=cluster)
     if not runs:
-        raise NotFound(f"no release of application {app_name!r} in namespace {namespace!r} is running")
+        where = f" on cluster {cluster}" if cluster else ""
+        raise NotFound(f"no release of application {app_name!r} in namespace {namespace!r}{where} is running")
+    from flows.clusters import clusters_of
+
+    # Without --cluster, a run on a saved cluster may be another cluster's release of the same app.
+    on = clusters_of(runs[0].tags)
+    if cluster is None and on:
+        raise InvalidInput(f"the running release of {app_name!r} in namespace {namespace!r} is on cluster "
+                           f"{on[0]}: say which cluster with --cluster {on[0]}")
     return runs[0]
 
 
@@ -252,6 +278,7 @@ def _running(namespace: str, app_name: str) -> Any:
 def status(
     app_name: str = typer.Argument(..., metavar="APP"),
     namespace: str = NamespaceOpt,
+    cluster: str | None = ClusterOpt,
     kubeconfig: str | None = KubeconfigOpt,
     context: str | None = ContextOpt,
     as_json: bool = typer.Option(False, "--json"),
@@ -259,7 +286,7 @@ def status(
     """The running release of APP (from the lease on its gateway) and its weights now."""
     from lamia_core.istio import virtual_service_name
 
-    adapter = KubeAdapter(KubeConfig(kubeconfig=kubeconfig, context=context))
+    adapter = KubeAdapter(kube_config(cluster, kubeconfig, context))
     application = adapter.discover_application(namespace, app_name)
     vs = adapter.get_object("VirtualService", namespace, virtual_service_name(application))
     gateway = adapter.read_gateway(application)
@@ -297,6 +324,7 @@ def abort_cmd(
     timeout: float = typer.Option(
         60.0, "--timeout", help="Seconds to wait for the run to restore the baseline itself"
     ),
+    cluster: str | None = ClusterOpt,
     kubeconfig: str | None = KubeconfigOpt,
     context: str | None = ContextOpt,
 ) -> None:
@@ -312,14 +340,15 @@ def abort_cmd(
 
     from lamia_core.istio import virtual_service_name
 
-    run = _running(namespace, app_name)
+    kube = kube_config(cluster, kubeconfig, context)  # a bad --cluster is refused before cancelling
+    run = _running(namespace, app_name, cluster)
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(
             run.id, Cancelling(message="aborted with `lamia release abort`"), force=True
         )
     print(f"cancelling flow run {run.name} ({run.id})")
 
-    adapter = KubeAdapter(KubeConfig(kubeconfig=kubeconfig, context=context))
+    adapter = KubeAdapter(kube)
     application = adapter.discover_application(namespace, app_name)
     vs_name = virtual_service_name(application)
 
@@ -357,11 +386,12 @@ def approve(
     namespace: str = NamespaceOpt,
     reject: bool = typer.Option(False, "--reject", help="Refuse: roll back instead of promoting"),
     comment: str = typer.Option("", "--comment"),
+    cluster: str | None = typer.Option(None, "--cluster", help="The saved cluster the release runs on"),
 ) -> None:
     """Answer a release that waits for approval before promotion."""
     from prefect.flow_runs import resume_flow_run
 
-    run = _running(namespace, app_name)
+    run = _running(namespace, app_name, cluster)
     if not (run.state and run.state.is_paused()):
         raise InvalidInput(
             f"flow run {run.name} of {app_name!r} is {run.state.name if run.state else '?'}, "
@@ -378,9 +408,10 @@ def history(
     namespace: str = NamespaceOpt,
     limit: int = typer.Option(20, "--limit"),
     as_json: bool = typer.Option(False, "--json"),
+    cluster: str | None = typer.Option(None, "--cluster", help="Only releases on this saved cluster"),
 ) -> None:
     """Past and present releases of APP, newest first, from the Prefect API."""
-    runs = _runs(namespace, app_name, limit)
+    runs = _runs(namespace, app_name, limit, cluster=cluster)
     rows = [
         {
             "flow_run_id": str(r.id),
@@ -409,15 +440,21 @@ def history(
 @handle_errors
 def reconcile_cmd(
     namespace: str | None = typer.Option(None, "--namespace", "-n", help="Only this namespace"),
+    cluster: str | None = ClusterOpt,
     kubeconfig: str | None = KubeconfigOpt,
     context: str | None = ContextOpt,
 ) -> None:
     """Put right, now, every release whose worker died (what the lamia-reconcile deployment does every
-    30 s): restore its baseline or resume it, and free its slot."""
+    30 s): restore its baseline or resume it, and free its slot. Without --cluster, --kubeconfig or
+    --context: every saved cluster, or the current kubeconfig when none is saved."""
     from flows.reconcile import ReconcileParameters, reconcile
 
-    state = reconcile(ReconcileParameters(kubernetes=KubeConfig(kubeconfig=kubeconfig, context=context),
-                                          namespace=namespace), return_state=True)
+    given = cluster is None and (kubeconfig is not None or context is not None)
+    params = ReconcileParameters(
+        cluster=cluster, namespace=namespace,
+        kubernetes=KubeConfig(kubeconfig=kubeconfig, context=context) if given else None,
+    )
+    state = reconcile(params, return_state=True)
     rows: Any = state.result(raise_on_failure=False) if state.is_completed() else []
     for row in rows if isinstance(rows, list) else []:
         print(f"{row['app']}: {row['action']}: {row['reason']}")
