@@ -84,7 +84,7 @@ class LamiaCluster(Block):
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidInput(f"cluster name {name!r} is not a DNS label (lowercase letters, digits and '-', "
                            "at most 63, e.g. prod-eu)")
     return name

@@ -8,6 +8,7 @@ from typing import Any, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from lamia_core.kube import KubeConfig
+from lamia_core.models import AppName, NamespaceName, RouteName, ServiceName, VersionName
 from lamia_core.policies import ComparePolicy, Policy
 from lamia_core.prometheus import PrometheusConfig
 from lamia_core.slack import SlackConfig
@@ -62,9 +63,9 @@ def _secret(block_name: str | None) -> str | None:
 class Target(BaseModel):
     """The application and the cluster it runs on."""
 
-    namespace: str = Field(description="Namespace (virtual cluster) of the application")
-    app: str = Field(description="Value of the `app` label shared by the application's Deployments")
-    service: str | None = Field(
+    namespace: NamespaceName = Field(description="Namespace (virtual cluster) of the application")
+    app: AppName = Field(description="Value of the `app` label shared by the application's Deployments")
+    service: ServiceName | None = Field(
         None,
         description="The Service in front of the application, when several select its pods (e.g. Argo "
         "Rollouts' stable and canary Services); empty: the only one, or the one named like the app",
@@ -91,8 +92,9 @@ class Target(BaseModel):
 class ReleaseParameters(Target):
     """A canary release of `target` against `baseline`."""
 
-    baseline: str = Field(description="Version serving traffic now; it gets everything back on rollback")
-    target: str = Field(description="Version to release")
+    baseline: VersionName = Field(
+        description="Version serving traffic now; it gets everything back on rollback")
+    target: VersionName = Field(description="Version to release")
     policy: Policy = Field(
         default_factory=ComparePolicy,
         description="How weight moves, and when to roll back; default: compare the target with the baseline",
@@ -126,7 +128,7 @@ class WeightsParameters(Target):
     """Set a route's weights by hand (manual canary)."""
 
     weights: dict[str, int] = Field(description="Weight per version, integers summing to 100")
-    route: str = Field("default", description="Route whose weights to set")
+    route: RouteName = Field("default", description="Route whose weights to set")
 
 
 class RouteParameters(Target):
@@ -134,4 +136,4 @@ class RouteParameters(Target):
 
     condition: str = Field(description='e.g. header "User-Agent" regex "^.*(Chrome).*$"')
     weights: dict[str, int] = Field(description="Weights for the matching requests")
-    route: str = Field("condition", description="Name of the route (Lamia names it lamia-<route>)")
+    route: RouteName = Field("condition", description="Name of the route (Lamia names it lamia-<route>)")

@@ -36,7 +36,7 @@ from prefect.states import Cancelled, Completed, Failed
 from pydantic import BaseModel, Field
 
 from flows import _chaos as chaos
-from flows._guard import Guard, exclusive_release
+from flows._guard import Guard, exclusive_release, run_info
 from flows._history import ReleaseHistory, flow_run_url
 from flows._notify import ReleaseThread
 from flows.clusters import use_cluster
@@ -44,17 +44,19 @@ from flows.params import ReleaseParameters
 from lamia_core import slack as slack_text
 from lamia_core.conditions import compile_condition
 from lamia_core.engine import Decision, Observation, ReleaseSpec, ReleaseState, abort, decide, start
-from lamia_core.errors import ForeignChange, InvalidInput, TemporaryError
+from lamia_core.errors import ForeignChange, InvalidInput, ReleaseLocked, TemporaryError
 from lamia_core.kube import KubeConfig
-from lamia_core.lease import Lease, parse_time, worker_loss_bound
+from lamia_core.lease import Lease, abort_hint, parse_time, worker_loss_bound
 from lamia_core.models import DEFAULT_ROUTE, Application, Gateway, Route, Weights
 from lamia_core.outcome import Outcome
 from lamia_core.policies import ComparePolicy
+from lamia_core.recovery import RunInfo, assess
 from tasks.kubernetes import (
     adopt_gateway,
     apply_weights,
     check_route,
     discover_application,
+    read_gateway,
     read_lease,
     renew_lease,
 )
@@ -156,6 +158,42 @@ def _wait_until(deadline: float, flow_run_id: str) -> None:
         time.sleep(min(left, CANCEL_POLL_SECONDS))
         if _cancel_requested(flow_run_id):
             raise Cancellation("the run was cancelled")
+
+
+def preflight(params: ReleaseParameters, application: Application, gateway: Gateway, lease: Lease | None,
+              *, now: float, run: RunInfo | None = None) -> ReleaseSpec:
+    """Everything that can be wrong with a release, found before anything starts: by `lamia release
+    start` in the calling process, and again by the flow for runs started from the UI.
+
+    Two different versions that exist; the baseline carrying traffic on the route (it is the version
+    serving it); the policy valid for the app's versions; no other release holding the app.
+    """
+    if params.baseline == params.target:
+        raise InvalidInput(f"baseline and target are both {params.target!r}: a release needs two versions")
+    match = compile_condition(params.condition) if params.condition else None
+    route = CANARY_ROUTE if match else gateway.default_route.name
+    if match is not None:
+        everyone_on_baseline = Weights.all_on(params.baseline, application.version_names)
+        gateway = gateway.with_route(Route(name=CANARY_ROUTE, condition=params.condition, match=tuple(match),
+                                           weights=everyone_on_baseline))
+    spec = release_spec(params, application, gateway, route)
+    weights = gateway.route(route).weights
+    if weights[params.baseline] == 0:
+        serving = ", ".join(v for v, w in weights.items() if w) or "none"
+        raise InvalidInput(
+            f"baseline {params.baseline!r} gets no traffic on route {route!r} ({weights}): the baseline is "
+            f"the version serving the route now ({serving})")
+    if lease is not None:
+        recovery = assess(lease, now, run or RunInfo(found=False))
+        if recovery.action in ("none", "rollback", "resume"):
+            why = "" if recovery.action == "none" else (
+                f" ({recovery.reason}: lamia-reconcile puts it right within its period, or run `lamia "
+                "reconcile`)")
+            raise ReleaseLocked(
+                f"a release of application {params.app!r} in namespace {params.namespace!r} is already "
+                f"running: {lease.describe()}{why}; wait for it, or end it with "
+                f"{abort_hint(params.app, params.namespace)}")
+    return spec
 
 
 def release_spec(
@@ -341,13 +379,12 @@ def canary_release(params: ReleaseParameters) -> State:
 
     # Everything that can be wrong with the input is found before the first write.
     match = compile_condition(params.condition) if params.condition else None
-    if params.baseline == params.target:
-        raise InvalidInput(f"baseline and target are both {params.target!r}")
     application = discover_application(params.kubernetes, params.namespace, params.app, params.service)
-    application.version(params.baseline)
-    application.version(params.target)
     params = _with_scrape_interval(params)
-    params.policy.validate_for(tuple(application.version_names))
+    held = read_lease(params.kubernetes, application)
+    other = None if held is None or held.holder == run_id else held
+    preflight(params, application, read_gateway(params.kubernetes, application), other, now=time.time(),
+              run=run_info(other.holder) if other else None)
     slack = params.slack.resolve() if params.slack else None
     history = ReleaseHistory(params.namespace, params.app, "canary-release", params.baseline, params.target)
     route = CANARY_ROUTE if match else DEFAULT_ROUTE

@@ -5,7 +5,7 @@ that matters to callers is whether trying again can help::
 
     LamiaError
     ├── PermanentError            trying again gives the same answer
-    │   ├── InvalidInput          the user's input is wrong (exit code 2)
+    │   ├── InvalidInput          the user's input is wrong
     │   │   ├── LanguageError     a condition or expression with line and column
     │   │   └── WeightsError      weights that are not integers 0..100 summing to 100
     │   ├── NotFound              the object asked for does not exist
@@ -38,9 +38,6 @@ from __future__ import annotations
 class LamiaError(Exception):
     """Base of every error Lamia raises on purpose."""
 
-    #: Process exit code for the CLI.
-    exit_code: int = 1
-
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -52,7 +49,6 @@ class LamiaError(Exception):
 class PermanentError(LamiaError):
     """Trying again will not help."""
 
-    exit_code = 2
 
 
 class InvalidInput(PermanentError):
@@ -149,7 +145,6 @@ class ReleaseLocked(PermanentError):
 class ConflictError(LamiaError):
     """A write lost an optimistic-concurrency race (HTTP 409) too many times."""
 
-    exit_code = 3
 
 
 class ForeignChange(LamiaError):
@@ -159,7 +154,6 @@ class ForeignChange(LamiaError):
     and who wrote, as far as the object tells (managedFields, annotations).
     """
 
-    exit_code = 1
 
     def __init__(
         self,
@@ -180,7 +174,6 @@ class ForeignChange(LamiaError):
 class TemporaryError(LamiaError):
     """The failure may go away: worth retrying with backoff."""
 
-    exit_code = 2
 
 
 class Unreachable(TemporaryError):

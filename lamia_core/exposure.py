@@ -60,7 +60,7 @@ _WEB = ("HTTP", "HTTPS", "HTTP2")
 
 def check_host(host: str) -> str:
     """A public host name: lower-case DNS name with at least one dot, no wildcard, no port."""
-    if not _HOST.match(host) or re.fullmatch(r"[\d.]+", host):
+    if not _HOST.fullmatch(host) or re.fullmatch(r"[\d.]+", host):
         raise InvalidInput(
             f"host {host!r} is not a public DNS name like shop.example.com (lower-case letters, "
             "digits, '-' and at least one '.'; no wildcard, port, scheme or IP address)"
@@ -69,7 +69,7 @@ def check_host(host: str) -> str:
 
 
 def check_object_name(kind: str, name: str) -> str:
-    if not _SUBDOMAIN.match(name):
+    if not _SUBDOMAIN.fullmatch(name):
         raise InvalidInput(
             f"{kind} name {name!r} is not a valid Kubernetes object name "
             "(lower-case letters, digits, '-' and '.', at most 253 characters)"

@@ -30,19 +30,25 @@ ROUTE_PREFIX = "lamia-"
 DEFAULT_ROUTE = "default"
 
 
+def _shown(value: object, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error must not echo megabytes back."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def check_label_value(kind: str, value: str) -> str:
-    if not _LABEL_VALUE.match(value):
+    if not _LABEL_VALUE.fullmatch(value):
         raise InvalidInput(
-            f"{kind} {value!r} is not a valid Kubernetes label value "
+            f"{kind} {_shown(value, 80)} is not a valid Kubernetes label value "
             "(letters, digits, '-', '_', '.', at most 63 characters, alphanumeric at both ends)"
         )
     return value
 
 
 def check_dns_label(kind: str, value: str) -> str:
-    if not _DNS_LABEL.match(value):
+    if not _DNS_LABEL.fullmatch(value):
         raise InvalidInput(
-            f"{kind} {value!r} is not a valid DNS-1123 label "
+            f"{kind} {_shown(value, 80)} is not a valid DNS-1123 label "
             "(lower-case letters, digits and '-', at most 63 characters)"
         )
     return value
@@ -53,6 +59,7 @@ NamespaceName = Annotated[str, AfterValidator(lambda v: check_dns_label("namespa
 AppName = Annotated[str, AfterValidator(lambda v: check_label_value("application", v))]
 VersionName = Annotated[str, AfterValidator(lambda v: check_label_value("version", v))]
 RouteName = Annotated[str, AfterValidator(lambda v: check_dns_label("route name", v))]
+ServiceName = Annotated[str, AfterValidator(lambda v: check_dns_label("service", v))]
 
 
 class Version(Frozen):
@@ -112,12 +119,12 @@ class Weights(RootModel[dict[str, int]]):
         out: dict[str, int] = {}
         for k, v in data.items():
             if isinstance(v, bool) or not isinstance(v, int):
-                if isinstance(v, str) and re.fullmatch(r"-?\d+", v.strip()):
-                    v = int(v)
+                if isinstance(v, str) and re.fullmatch(r"[+-]?\d+", v.strip()):
+                    v = _small_int(str(k), v.strip())
                 elif isinstance(v, float) and v.is_integer():
                     v = int(v)
                 else:
-                    raise WeightsError(f"weight of version {k!r} must be an integer, got {v!r}")
+                    raise WeightsError(f"weight of version {_shown(k)} must be an integer, got {_shown(v)}")
             out[str(k)] = v
         return out
 
@@ -172,6 +179,15 @@ class Weights(RootModel[dict[str, int]]):
         return ",".join(f"{k}={v}" for k, v in self.root.items())
 
 
+def _small_int(version: str, digits: str) -> int:
+    """The integer in ``digits``, refused before conversion when it has far more digits than a
+    weight can (Python refuses to convert more than 4,300 digits at all)."""
+    if len(digits.lstrip("+-").lstrip("0")) > 3:
+        raise WeightsError(
+            f"weight of version {_shown(version)} must be between 0 and 100, got {_shown(digits)}")
+    return int(digits)
+
+
 def parse_weights(spec: str | Iterable[str]) -> Weights:
     """Parse ``"v1=90,v2=10"`` or ``["v1=90", "v2=10"]`` into :class:`Weights`."""
     parts: list[str] = []
@@ -189,8 +205,8 @@ def parse_weights(spec: str | Iterable[str]) -> Weights:
         if name in out:
             raise WeightsError(f"version {name!r} is given more than one weight")
         if not re.fullmatch(r"[+-]?\d+", value):
-            raise WeightsError(f"weight of version {name!r} must be an integer, got {value!r}")
-        out[name] = int(value)
+            raise WeightsError(f"weight of version {_shown(name)} must be an integer, got {_shown(value)}")
+        out[name] = _small_int(name, value)
     return Weights(out)
 
 

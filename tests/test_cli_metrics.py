@@ -107,7 +107,6 @@ def test_unknown_metric_exits_2_listing_known_names() -> None:
     [
         (["--window", "1 minute", "upstream_rq_total"], "is not a Prometheus duration"),
         (["--raw", "broken", "upstream_rq_total"], "is not NAME=PROMQL"),
-        (["upstream_rq_total"], "Connection refused"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:
@@ -115,5 +114,15 @@ def test_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:
     code, out, err = lamia("metrics", "--prometheus", nowhere, "-n", "ns", "-a", "shop",
                            "--timeout", "2", *args)
     assert code == 2 and out == ""
+    assert err.startswith("lamia: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_prometheus_unreachable_is_one_line_and_exit_3() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    code, out, err = lamia("metrics", "--prometheus", nowhere, "-n", "ns", "-a", "shop",
+                           "--timeout", "2", "upstream_rq_total")
+    message = "Connection refused"
+    assert code == 3 and out == "", "3: a service could not be reached; trying again may help"
     assert err.startswith("lamia: error: ") and message in err
     assert err.count("\n") == 1

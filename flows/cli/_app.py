@@ -2,10 +2,59 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from typing import Any
+
 import typer
+
+# typer carries its own copy of click; its exceptions are the ones raised here.
+from typer._click import exceptions as click
+from typer.core import TyperGroup
+
+#: The longest message a usage error prints: the value it quotes may be megabytes long.
+MAX_MESSAGE = 300
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join("".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100 else "\\u"
+                            f"{ord(c):04x}" for c in text).split())
+    return flat if len(flat) <= MAX_MESSAGE else flat[: MAX_MESSAGE - 1] + "…"
+
+
+class LamiaGroup(TyperGroup):
+    """The top-level command: a usage error (an unknown option, a value that is not a number) is
+    one line on stderr and exit code 2, like every other bad input, not click's box of text."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, windows_expand_args: bool = True,
+             **extra: Any) -> Any:
+        def run(standalone: bool) -> Any:
+            return super(LamiaGroup, self).main(args, prog_name, complete_var, standalone_mode=standalone,
+                                                windows_expand_args=windows_expand_args, **extra)
+
+        if not standalone_mode:
+            return run(False)
+        try:
+            rv = run(False)
+        except click.NoArgsIsHelpError:
+            sys.exit(2)  # the help is printed already: it is the answer
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "lamia"
+            print(f"lamia: error: {_one_line(exc.format_message())} (see `{where} --help`)", file=sys.stderr)
+            sys.exit(2)
+        except click.ClickException as exc:
+            print(f"lamia: error: {_one_line(exc.format_message())}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            print("lamia: aborted", file=sys.stderr)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
 
 app = typer.Typer(
     name="lamia",
+    cls=LamiaGroup,
     help="Lamia: canary releases for services on Kubernetes with Istio, on Prefect.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

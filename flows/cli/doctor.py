@@ -44,7 +44,7 @@ class Output(StrEnum):
 
 def identity(value: str) -> str:
     """``NS/NAME`` is a service account's user name; anything else is taken as a user name."""
-    m = _SERVICE_ACCOUNT.match(value)
+    m = _SERVICE_ACCOUNT.fullmatch(value)
     if m:
         return f"system:serviceaccount:{m.group(1)}:{m.group(3)}"
     if not value.strip() or "/" in value or any(ch.isspace() for ch in value):

@@ -42,6 +42,49 @@ def build_policy(kind: str, settings: dict[str, Any]) -> Any:
         raise
 
 
+def _preflight(params: Any, kube: KubeConfig) -> None:
+    """What the flow would refuse, refused here before anything is triggered: the cluster's app, its
+    versions and gateway, the baseline serving the route, the policy, no release running."""
+    import time as clock
+
+    from flows._guard import run_info
+    from flows.release import preflight
+    from lamia_core.recovery import RunInfo
+
+    with KubeAdapter(kube) as adapter:
+        application = adapter.discover_application(params.namespace, params.app, service=params.service)
+        gateway = adapter.read_gateway(application)
+        if gateway is None:
+            raise adapter.no_gateway(application)
+        lease = adapter.read_lease(application)
+    run = None
+    if lease is not None:
+        try:
+            run = run_info(lease.holder)
+        except Exception:  # Prefect away: the heartbeat on the cluster decides alone
+            run = RunInfo(found=False)
+    preflight(_measured(params), application, gateway, lease, now=clock.time(), run=run)
+
+
+def _measured(params: Any) -> Any:
+    """The parameters with the scrape interval Prometheus reports, as the flow will use it, when this
+    process can reach Prometheus at once (a laptop often cannot: then the policy's setting counts)."""
+    from lamia_core.errors import LamiaError
+    from lamia_core.prometheus import PrometheusAdapter
+
+    if not params.policy.observes or "scrape_interval" in params.policy.model_fields_set:
+        return params
+    quick = params.prometheus.model_copy(update={"timeout": 2.0})
+    try:
+        measured = PrometheusAdapter(quick).scrape_interval(params.namespace, params.app)
+    except LamiaError:
+        return params
+    if measured is None:
+        return params
+    policy = type(params.policy).model_validate({**params.policy.model_dump(), "scrape_interval": measured})
+    return params.model_copy(update={"policy": policy})
+
+
 def _final_exit(state: Any) -> int:
     """0 only when the target was promoted (or manual flows applied)."""
     return 0 if state is not None and state.is_completed() and state.name in {"Promoted", "Applied"} else 1
@@ -195,10 +238,7 @@ def start(
         on_worker_loss=on_worker_loss,
         worker_loss_timeout=worker_loss_timeout,
     )
-    if params.condition:
-        from lamia_core.conditions import compile_condition
-
-        compile_condition(params.condition)  # bad input fails here, before anything runs
+    _preflight(params, kube)
     if local:
         from flows.release import canary_release
 
@@ -207,10 +247,20 @@ def start(
         raise typer.Exit(_final_exit(state))
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
 
-    run = cast(
-        FlowRun, run_deployment(deployment, parameters={"params": params.model_dump(mode="json")}, timeout=0)
-    )
+    try:
+        run = cast(FlowRun, run_deployment(deployment, parameters={"params": params.model_dump(mode="json")},
+                                           timeout=0))
+    except ObjectNotFound:
+        from prefect.settings import PREFECT_API_URL
+
+        server = PREFECT_API_URL.value() or "(none set)"
+        raise InvalidInput(
+            f"no deployment {deployment!r} on the Prefect server at {server}: serve Lamia's deployments with "
+            "`lamia serve`, or deploy them with `prefect deploy --all` and start a worker (README, 'Releases "
+            "as Prefect deployments'); or run the release here with --local"
+        ) from None
     print(f"started flow run {run.name} ({run.id}) of {deployment}")
     if wait:
         raise typer.Exit(_final_exit(_wait_for(run.id)))
