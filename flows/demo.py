@@ -43,7 +43,7 @@ from pydantic import BaseModel
 from flows._history import artifact_key
 from flows.manual import apply_route_flow, set_weights
 from flows.params import ReleaseParameters, RouteParameters, WeightsParameters
-from flows.release import canary_release
+from flows.release import canary_release, outcome_of
 from lamia_core.kube import KubeAdapter
 from lamia_core.models import DEFAULT_ROUTE, ROUTE_PREFIX, Gateway, Route, Weights
 from lamia_core.policies import ComparePolicy
@@ -287,8 +287,7 @@ def run_release(env: DemoEnvironment, settings: DemoSettings, baseline: str, tar
     )
     label = f"release of {target} against {baseline}"
     state, run_id = run_in_process(canary_release, params, env, say, label, watch=(STEPS_KEY, target))
-    result = state.result(raise_on_failure=False)
-    data = result if isinstance(result, dict) else {}
+    data = outcome_of(state)
     outcome = str(data.get("outcome") or OUTCOME_OF_STATE.get(state.name or "", "failed"))
     weights = _gateway_weights(env)[DEFAULT_ROUTE]
     reason = str(data.get("reason") or state.message or "")

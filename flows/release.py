@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 
 from flows import _chaos as chaos
 from flows._guard import Guard, exclusive_release, run_info
-from flows._history import ReleaseHistory, flow_run_url
+from flows._history import ReleaseHistory, app_tag, flow_run_url, tag_run
 from flows._notify import ReleaseThread
 from flows.clusters import use_cluster
 from flows.params import ReleaseParameters
@@ -89,6 +89,23 @@ class ReleaseOutcome(BaseModel):
 
 class Cancellation(Exception):
     """The run was asked to stop (``lamia release abort`` or the Prefect UI)."""
+
+
+class ReleaseEnded(Exception):
+    """The data of a release's Failed state (rolled back, interrupted): Prefect resolves a failed
+    state's data into an exception, so the outcome travels as one; :func:`outcome_of` reads it."""
+
+    def __init__(self, outcome: dict[str, Any]) -> None:
+        super().__init__(outcome.get("reason", ""))
+        self.outcome = outcome
+
+
+def outcome_of(state: State) -> dict[str, Any]:
+    """A finished release's outcome (ReleaseOutcome as JSON), whatever its state; {} when it has none."""
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, ReleaseEnded):
+        return result.outcome
+    return result if isinstance(result, dict) else {}
 
 
 @dataclass
@@ -376,6 +393,8 @@ def canary_release(params: ReleaseParameters) -> State:
     ctx = FlowRunContext.get()
     assert ctx is not None and ctx.flow_run is not None
     run_id, run_name = str(ctx.flow_run.id), ctx.flow_run.name
+    # Tagged first: a run refused for its input or a held lease is in the app's history too.
+    tag_run(run_id, "lamia", app_tag(params.namespace, params.app), "lamia/kind:canary-release")
 
     # Everything that can be wrong with the input is found before the first write.
     match = compile_condition(params.condition) if params.condition else None
@@ -480,11 +499,12 @@ def canary_release(params: ReleaseParameters) -> State:
         final_state = Completed(message=f"held: {reason}", name=outcome.state_name, data=result)
     elif outcome is Outcome.INTERRUPTED:
         text = slack_text.format_interrupted(thread.info, reason, weights=final or None)
-        final_state = Failed(message=reason, name=outcome.state_name, data=result)
+        final_state = Failed(message=reason, name=outcome.state_name, data=ReleaseEnded(result))
     else:
         text = slack_text.format_rolled_back(thread.info, reason, history.last_evidence)
         final_state = Failed(
-            message=f"rolled back to {params.baseline}: {reason}", name=outcome.state_name, data=result
+            message=f"rolled back to {params.baseline}: {reason}", name=outcome.state_name,
+            data=ReleaseEnded(result),
         )
     thread.post(text)
     thread.close()
@@ -505,4 +525,4 @@ def _interrupted(
     return Outcome.INTERRUPTED, reason, found
 
 
-__all__ = ["Approval", "ReleaseOutcome", "canary_release"]
+__all__ = ["Approval", "ReleaseEnded", "ReleaseOutcome", "canary_release", "outcome_of"]

@@ -533,11 +533,16 @@ class KubeAdapter:
             "--service NAME"
         )
 
+    #: Whether the namespace the last init_namespace labelled existed before it.
+    namespace_existed: bool = True
+
     def init_namespace(self, namespace: str) -> Obj:
-        """Label a namespace for Istio sidecar injection and Lamia; create it when missing."""
+        """Label a namespace for Istio sidecar injection and Lamia; create it when missing
+        (:attr:`namespace_existed` then says so)."""
         check_dns_label("namespace", namespace)
 
         def mutate(ns: Obj | None) -> Obj:
+            self.namespace_existed = ns is not None
             ns = ns or {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
             meta = ns.setdefault("metadata", {})
             meta["labels"] = {**(meta.get("labels") or {}), **NAMESPACE_LABELS}

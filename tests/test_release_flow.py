@@ -16,10 +16,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter, EventResourceFilter
 from prefect.events.worker import EventsWorker
-from prefect.states import Cancelling
+from prefect.states import Cancelling, get_state_exception
 
 from flows.params import ReleaseParameters, SlackSettings
-from flows.release import canary_release
+from flows.release import ReleaseEnded, canary_release, outcome_of
 from lamia_core.istio import virtual_service_name
 from lamia_core.kube import KubeAdapter
 from lamia_core.lease import Lease, lease_of
@@ -200,6 +200,10 @@ def test_unhealthy_target_is_rolled_back_at_the_first_check_that_sees_its_errors
 
     assert state.name == "RolledBack", state.message
     assert state.is_failed(), "a CI gate on this run fails"
+    # What a worker or `lamia serve` does with a failed run's state: it must resolve without a TypeError.
+    ended = get_state_exception(state)
+    assert isinstance(ended, ReleaseEnded) and ended.outcome["outcome"] == "rolled-back"
+    assert outcome_of(state)["target"] == "v3"
     assert routes(sb) == {"default": {"v1": 100, "v2": 0, "v3": 0}}
     rows = table_rows(artifacts(flow_run_id(state))["table"])
     # v3 gets traffic at the first step; the next check (one interval later) sees

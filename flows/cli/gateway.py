@@ -136,8 +136,11 @@ def cluster_init(
     """Label a namespace istio-injection=enabled and lamia.io/managed=true, creating it when missing."""
     with _adapter(cluster, kubeconfig, context) as kube:
         kube.init_namespace(namespace)
+        created = not kube.namespace_existed
     labels = ", ".join(f"{k}={v}" for k, v in NAMESPACE_LABELS.items())
-    typer.echo(f"namespace {namespace} ready ({labels})")
+    what = "created" if created else "ready"
+    typer.echo(f"namespace {namespace} {what} ({labels})" + (
+        "; it did not exist, so Lamia created it" if created else ""))
 
 
 @gateway_app.command("apply")

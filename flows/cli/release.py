@@ -9,7 +9,7 @@ from typing import Any, cast
 from uuid import UUID
 
 import typer
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from flows.cli._app import app, release_app
 from flows.cli._common import fail, handle_errors
@@ -27,19 +27,29 @@ DEPLOYMENT = "canary-release/canary-release"
 
 def build_policy(kind: str, settings: dict[str, Any]) -> Any:
     """Validate a policy from CLI options; only the options given override the defaults."""
-    from lamia_core.policies import Policy
+    import difflib
 
-    data = {"kind": kind, **{k: v for k, v in settings.items() if v is not None}}
+    from lamia_core.policies import Policy, policy_kinds
+
+    kinds = policy_kinds()
+    if kind not in kinds:
+        close = difflib.get_close_matches(kind, list(kinds), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InvalidInput(f"unknown policy {kind!r}{hint}; the policies are: {', '.join(kinds)}")
+    given = {k: v for k, v in settings.items() if v is not None}
+    foreign = sorted(k for k in given if k not in kinds[kind])
+    if foreign:
+        options = ", ".join(f"--{k.replace('_', '-')}" for k in foreign)
+        raise InvalidInput(f"{options} do{'es' if len(foreign) == 1 else ''} not apply to a {kind} policy "
+                           f"(its settings: {', '.join('--' + k.replace('_', '-') for k in kinds[kind])})")
     try:
-        return TypeAdapter(Policy).validate_python(data)
-    except Exception as exc:  # pydantic's ValidationError: say which option is wrong
-        if hasattr(exc, "errors"):
-            parts = [
-                f"--{'-'.join(str(p) for p in e['loc'][1:] or e['loc']).replace('_', '-')}: {e['msg']}"
-                for e in exc.errors()
-            ]
-            raise InvalidInput(f"invalid {kind} policy: " + "; ".join(parts)) from None
-        raise
+        return TypeAdapter(Policy).validate_python({"kind": kind, **given})
+    except ValidationError as exc:  # say which option is wrong, in the option's name
+        parts = [
+            f"--{'-'.join(str(p) for p in e['loc'][1:] or e['loc']).replace('_', '-')}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        raise InvalidInput(f"invalid {kind} policy: " + "; ".join(parts)) from None
 
 
 def _preflight(params: Any, kube: KubeConfig) -> None:
@@ -86,8 +96,14 @@ def _measured(params: Any) -> Any:
 
 
 def _final_exit(state: Any) -> int:
-    """0 only when the target was promoted (or manual flows applied)."""
-    return 0 if state is not None and state.is_completed() and state.name in {"Promoted", "Applied"} else 1
+    """The exit code of a finished run: 0 when what was asked for happened (promoted, held as the
+    policy asked, a manual change applied), the same as `prefect deployment run --watch`; else 1."""
+    from lamia_core.outcome import Outcome
+
+    outcome = Outcome.from_state_name(getattr(state, "name", None)) if state is not None else None
+    if outcome is not None:
+        return outcome.exit_code
+    return 0 if state is not None and state.is_completed() else 1
 
 
 def _wait_for(flow_run_id: UUID, poll: float = 1.0) -> Any:
@@ -135,7 +151,12 @@ def start(
     no_data: str | None = typer.Option(None, "--no-data", help="hold or fail"),
     failure_limit: int | None = typer.Option(None, "--failure-limit", help="Failures before rollback"),
     failure_mode: str | None = typer.Option(None, "--failure-mode", help="consecutive or total"),
-    threshold: float | None = typer.Option(None, "--threshold", help="health: healthy at >= this"),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="health: healthy at >= this (<= with --direction lower)"),
+    direction: str | None = typer.Option(
+        None, "--direction",
+        help="health, metric: 'higher' is better (success ratios, the default) or 'lower' (latency, errors), "
+        "e.g. --expression request_duration_p99 --threshold 500 --direction lower"),
     expression: str | None = typer.Option(None, "--expression", help="health/metric: metric expression"),
     program: str | None = typer.Option(None, "--program", help="custom: the program text"),
     tolerance: float | None = typer.Option(
@@ -211,6 +232,7 @@ def start(
         "failure_limit": failure_limit,
         "failure_mode": failure_mode,
         "threshold": threshold,
+        "direction": direction,
         "expression": expression,
         "program": program,
         "tolerance": tolerance,
