@@ -141,7 +141,8 @@ class ReleaseHistory:
         ``acted_in`` is how long Lamia took from waking up to the weights being
         applied (observe, decide, write): the orchestration's share of a step.
         """
-        row = self._row(decision.action, weights, decision.reason, decision.evidence, acted_in)
+        row = self._row(decision.action, weights, decision.reason, decision.evidence, acted_in,
+                        decision.wake_at)
         if decision.evidence:
             self.last_evidence = tuple(decision.evidence)
         if self._progress_id is not None and self.target is not None:
@@ -167,7 +168,7 @@ class ReleaseHistory:
         return row
 
     def _row(self, decision: str, weights: dict[str, int], reason: str, evidence: tuple[Evidence, ...],
-             acted_in: float | None) -> dict[str, Any]:
+             acted_in: float | None, next_check: float | None = None) -> dict[str, Any]:
         now = datetime.now(UTC)
         row: dict[str, Any] = {
             "step": len(self.rows) + 1,
@@ -178,6 +179,9 @@ class ReleaseHistory:
             "reason": reason,
             "evidence": "; ".join(evidence_text(e) for e in evidence) or "-",
             "acted_in_s": None if acted_in is None else round(acted_in, 3),
+            # When the next check is due, for `lamia release watch` and `status`.
+            "next_check": None if next_check is None else datetime.fromtimestamp(next_check, UTC).strftime(
+                "%H:%M:%S"),
         }
         self.rows.append(row)
         create_table_artifact(

@@ -48,6 +48,12 @@ class ReleaseThread:
                                        wait_for=[self._last])
         self._pending.append(self._last)
 
+    def flush(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` seconds, for the messages submitted so far to be posted."""
+        deadline = time.monotonic() + timeout
+        for future in self._pending:
+            future.wait(timeout=max(0.0, deadline - time.monotonic()))
+
     def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
         """Wait for the messages still being posted, at most ``timeout`` seconds in all."""
         deadline = time.monotonic() + timeout

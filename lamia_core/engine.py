@@ -96,6 +96,8 @@ __all__ = [
     "ReleaseState",
     "abort",
     "decide",
+    "held",
+    "promote_now",
     "start",
 ]
 
@@ -338,6 +340,29 @@ def abort(spec: ReleaseSpec, state: ReleaseState, now: float, reason: str) -> De
     if state.terminal:
         return _finish(state, f"release already {state.phase.replace('_', ' ')}; nothing to abort ({reason})")
     return _rollback(spec, state, now, f"aborted: {reason}; rolling back to {spec.baseline}", ())
+
+
+def promote_now(spec: ReleaseSpec, state: ReleaseState, now: float, reason: str) -> Decision:
+    """A person promotes the target now (``lamia release promote``): all traffic to it, the release over."""
+    if state.terminal:
+        return _finish(state, f"release already {state.phase.replace('_', ' ')}; nothing to promote "
+                       f"({reason})")
+    weights = _weights(spec, {v: 100 if v == spec.target else 0 for v in spec.versions})
+    done = state.model_copy(update={
+        "phase": "promoted", "weights": weights, "winner": spec.target, "next_check_at": None,
+        "last_change_at": now, "steps": state.steps + (weights != state.weights),
+    })
+    return Decision(action="promote", weights=weights, state=done, reason=f"{reason}: {spec.target} promoted "
+                    "to 100% by hand")
+
+
+def held(spec: ReleaseSpec, state: ReleaseState, now: float, decision: Decision, why: str) -> Decision:
+    """``decision`` seen but not applied (the release is paused, or waits for approval): the weights,
+    and what the judge has counted, stay as in ``state``; the check is recorded with its evidence,
+    and the time held does not count toward the progress deadline."""
+    nxt = state.model_copy(update={"next_check_at": now + spec.policy.interval, "last_change_at": now})
+    return Decision(action="hold", state=nxt, evidence=decision.evidence, wake_at=nxt.next_check_at,
+                    reason=f"{why}; the check says: {decision.reason}")
 
 
 def decide(spec: ReleaseSpec, state: ReleaseState, now: float, observation: Observation | None) -> Decision:

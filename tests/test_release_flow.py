@@ -325,7 +325,8 @@ def test_approval_gates_promotion(prefect_server: Any, fresh_gateway: Sandbox) -
     wait_until(paused, 60, "the pause for approval")
     assert routes(sb)["default"]["v2"] == 50, "nothing is promoted while the run waits"
     assert (lease_of(vs(sb)) or holder).holder == holder.holder and lease_of(vs(sb)) is not None
-    resume_flow_run(UUID(holder.holder), run_input={"approve": True, "comment": "looks good"})
+    resume_flow_run(UUID(holder.holder), run_input={"decision": "go on", "comment": "looks good",
+                                                    "by": "alice@laptop"})
     state = run.join()
     assert state.name == "Promoted", state.message
     assert routes(sb)["default"]["v2"] == 100

@@ -52,6 +52,14 @@ class LamiaGroup(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from lamia_core import __version__
+
+        typer.echo(f"lamia {__version__}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
     name="lamia",
     cls=LamiaGroup,
@@ -80,3 +88,11 @@ app.add_typer(weights_app, name="weights")
 app.add_typer(check_app, name="check")
 app.add_typer(eval_app, name="eval")
 app.add_typer(release_app, name="release")
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print Lamia's version and exit."),
+) -> None:
+    """Lamia: canary releases for services on Kubernetes with Istio, on Prefect."""
