@@ -157,7 +157,8 @@ def _lease_fields(state: ReleaseState | None) -> dict[str, Any] | None:
     return None if state is None else {"state": state.model_dump(mode="json"), "step": state.steps}
 
 
-def _cancel_requested(flow_run_id: str) -> bool:
+def _cancel_requested(flow_run_id: str) -> str | None:
+    """Why the run was asked to stop (the Cancelling state's message: who and why), or None."""
     try:
         with get_client(sync_client=True) as client:
             run = client.read_flow_run(UUID(flow_run_id))
@@ -165,8 +166,10 @@ def _cancel_requested(flow_run_id: str) -> bool:
         # The Prefect server away for a moment must not end the release: nobody can cancel it
         # through a server that is not there, and the release's state lives on the cluster.
         get_run_logger().warning("could not check whether the run was cancelled: %s", exc)
-        return False
-    return bool(run.state and (run.state.is_cancelling() or run.state.is_cancelled()))
+        return None
+    if run.state and (run.state.is_cancelling() or run.state.is_cancelled()):
+        return run.state.message or "the run was cancelled"
+    return None
 
 
 def _wait_until(deadline: float, flow_run_id: str, controls: Controls | None = None,
@@ -184,8 +187,9 @@ def _wait_until(deadline: float, flow_run_id: str, controls: Controls | None = N
         if left <= 0:
             return
         time.sleep(min(left, CANCEL_POLL_SECONDS))
-        if _cancel_requested(flow_run_id):
-            raise Cancellation("the run was cancelled")
+        why = _cancel_requested(flow_run_id)
+        if why is not None:
+            raise Cancellation(why)
         for control in controls.poll() if controls is not None else []:
             if control.action in ("pause", "resume") and history is not None:
                 kind = "paused" if control.action == "pause" else "resumed"
@@ -224,14 +228,15 @@ def preflight(params: ReleaseParameters, application: Application, gateway: Gate
         everyone_on_baseline = Weights.all_on(params.baseline, application.version_names)
         gateway = gateway.with_route(Route(name=CANARY_ROUTE, condition=params.condition, match=tuple(match),
                                            weights=everyone_on_baseline))
-    spec = release_spec(params, application, gateway, route)
+    for v in (params.baseline, params.target):
+        application.version(v)  # InvalidInput naming the known versions
     weights = gateway.route(route).weights
     if weights[params.baseline] == 0:
         serving = ", ".join(v for v, w in weights.items() if w) or "none"
         raise InvalidInput(
             f"baseline {params.baseline!r} gets no traffic on route {route!r} ({weights}): the baseline is "
             f"the version serving the route now ({serving})")
-    return spec
+    return release_spec(params, application, gateway, route)
 
 
 def release_spec(
@@ -362,8 +367,10 @@ def _drive(
                                    + (f" ({by.why})" if by.why else ""))
             history.note("promoted-by-hand", decision.state.weights.as_dict(), decision.reason,
                          {"by": by.by, "why": by.why})
-        elif controls.paused is not None and decision.weights is not None and resume is None:
-            decision = held(spec, before, now, decision, f"paused by {controls.paused.describe()}")
+        elif controls.paused is not None and resume is None and decision.action != "finish":
+            by = controls.paused
+            why = f"paused by {by.by}" + (f" ({by.why})" if by.why else "")
+            decision = held(spec, before, now, decision, why)
         elif not approved and (after := _forward(spec, before, decision)) is not None and after > approval_at:
             decision, approved = _await_approval(params, spec, writer, history, thread, before, decision)
         weights = decision.state.weights.as_dict()
