@@ -67,19 +67,25 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain text: help is prose wrapped in the source (rich mode keeps its line breaks) and names
+    # options in brackets, which rich mode would take for markup and drop.
+    rich_markup_mode=None,
 )
-render_app = typer.Typer(help="Render manifests without touching a cluster.", no_args_is_help=True)
-cluster_app = typer.Typer(
-    help="Saved clusters (Prefect blocks) and namespaces prepared for Lamia (virtual clusters).",
-    no_args_is_help=True,
+
+
+def _group(help: str) -> typer.Typer:
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
+
+
+render_app = _group("Render manifests without touching a cluster.")
+cluster_app = _group(
+    "Saved clusters (Prefect blocks) and namespaces prepared for Lamia (virtual clusters)."
 )
-gateway_app = typer.Typer(
-    help="An application's gateway: DestinationRule and VirtualService.", no_args_is_help=True
-)
-weights_app = typer.Typer(help="Set traffic weights by hand (manual canary).", no_args_is_help=True)
-check_app = typer.Typer(help="Check a condition or an expression.", no_args_is_help=True)
-eval_app = typer.Typer(help="Evaluate an expression on given metric values.", no_args_is_help=True)
-release_app = typer.Typer(help="Canary releases run as Prefect flows.", no_args_is_help=True)
+gateway_app = _group("An application's gateway: DestinationRule and VirtualService.")
+weights_app = _group("Set traffic weights by hand (manual canary).")
+check_app = _group("Check a condition or an expression.")
+eval_app = _group("Evaluate an expression on given metric values.")
+release_app = _group("Canary releases run as Prefect flows.")
 
 app.add_typer(render_app, name="render")
 app.add_typer(cluster_app, name="cluster")
