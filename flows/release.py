@@ -59,6 +59,7 @@ from lamia_core.engine import (
 from lamia_core.errors import ForeignChange, InvalidInput, ReleaseLocked, TemporaryError
 from lamia_core.kube import KubeConfig
 from lamia_core.lease import Lease, abort_hint, parse_time, worker_loss_bound
+from lamia_core.metrics import no_series
 from lamia_core.models import DEFAULT_ROUTE, Application, Gateway, Route, Weights
 from lamia_core.outcome import Outcome
 from lamia_core.policies import ComparePolicy
@@ -283,12 +284,19 @@ def _observe(params: ReleaseParameters, spec: ReleaseSpec, state: ReleaseState, 
             since = counters(params.prometheus, spec.namespace, spec.app, spec.versions,
                              state.started_at) if first else None
             now = counters(params.prometheus, spec.namespace, spec.app, spec.versions)
+            if not now.series:
+                return Observation(time=time.time(),
+                                   unavailable=no_series(spec.namespace, spec.app, params.prometheus.url))
             return Observation(time=time.time(), counters=now, start_counters=since,
                                scraped_at=now.scraped_at)
         names = spec.policy.required_metrics(spec.versions)
         values = metrics(params.prometheus, spec.namespace, spec.app, names, spec.policy.window,
                          spec.versions)
         scraped = scrape(params.prometheus, spec.namespace, spec.app)
+        if scraped is None and all(v is None for per in values.values() for v in per.values()):
+            # Nothing at all, not even Istio's counters: say what was looked for, not just "no data".
+            return Observation(time=time.time(),
+                               unavailable=no_series(spec.namespace, spec.app, params.prometheus.url))
     except TemporaryError as exc:
         # Prometheus being away (or answering garbage) is "no data", which the policy's no-data
         # setting turns into a hold or a failure, and the progress deadline ends; it is not a

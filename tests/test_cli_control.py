@@ -181,3 +181,35 @@ def test_pause_holds_resume_goes_on_and_promote_ends_it_by_hand(
     while_paused = rows[kinds.index("paused") + 1:kinds.index("resumed")]
     assert while_paused and all(r["decision"] == "hold" and "paused by bob@ops" in r["reason"]
                                 for r in while_paused), [(r["decision"], r["reason"]) for r in while_paused]
+
+
+def test_a_triggered_run_does_not_get_this_machines_kubeconfig_path(
+    prefect_server: Any, fresh_gateway: Sandbox
+) -> None:
+    """$KUBECONFIG names a file of the laptop: the run, on a worker, uses its own default; a path given
+    with --kubeconfig is the user's choice and goes with the run."""
+    sb = fresh_gateway
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("canary-release")
+        client.create_deployment(flow_id=flow_id, name="no-worker")
+    deployment = "canary-release/no-worker"
+    base = ["release", "start", *app_args(sb), "--baseline", "v1", "--target", "v2",
+            "--prometheus", sb.prometheus.url, "--scrape-interval", "1", "--deployment", deployment]
+
+    def triggered(*args: str, kubeconfig_env: str | None) -> dict[str, Any]:
+        environment = {**env(prefect_server), "KUBECONFIG": kubeconfig_env or ""}
+        if kubeconfig_env is None:
+            environment.pop("KUBECONFIG")
+        result = subprocess.run([LAMIA, *base, *args], env=environment, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr
+        run_id = UUID(result.stdout.split("(")[1].split(")")[0])
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(run_id)
+            client.delete_flow_run(run_id)  # never picked up: no worker serves this deployment
+        return dict(run.parameters["params"]["kubernetes"])
+
+    from_env = triggered(kubeconfig_env=str(sb.kubeconfig))
+    assert from_env["kubeconfig"] is None, "the laptop's $KUBECONFIG path stays on the laptop"
+    given = triggered("--kubeconfig", str(sb.kubeconfig), kubeconfig_env=None)
+    assert given["kubeconfig"] == str(sb.kubeconfig), "an explicit --kubeconfig is passed on"

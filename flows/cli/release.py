@@ -9,7 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from flows.cli._app import app, release_app
 from flows.cli._common import fail, handle_errors
-from flows.cli.clusters import kube_config, prometheus_for
+from flows.cli.clusters import for_worker, kube_config, prometheus_for
 from lamia_core.errors import InvalidInput
 from lamia_core.kube import KubeAdapter, KubeConfig
 
@@ -234,7 +234,7 @@ def start(
         condition=condition,
         prometheus=PrometheusConfig(url=prometheus),
         cluster=cluster,
-        kubernetes=KubeConfig() if cluster else kube,
+        kubernetes=KubeConfig() if cluster else kube if local else for_worker(kube),
         slack=SlackSettings(channel=slack_channel, token_secret_block=slack_token_block)
         if slack_channel or slack_token_block
         else None,
