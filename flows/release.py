@@ -32,6 +32,7 @@ from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
+from prefect.exceptions import TerminationSignal
 from prefect.flow_runs import pause_flow_run
 from prefect.states import Cancelled, Completed, Failed
 from pydantic import BaseModel
@@ -579,10 +580,7 @@ def canary_release(params: ReleaseParameters) -> State:
         except ForeignChange as exc:
             outcome, reason, final = _interrupted(exc, history, writer)
         except BaseException as exc:
-            cancelled = isinstance(exc, Cancellation) or type(exc).__name__ in {
-                "TerminationSignal",
-                "KeyboardInterrupt",
-            }
+            cancelled = isinstance(exc, Cancellation | TerminationSignal | KeyboardInterrupt)
             what = Outcome.CANCELLED if cancelled else Outcome.FAILED
             reason = f"release {what}: {exc}" if str(exc) else f"release {what}: {type(exc).__name__}"
             try:
