@@ -25,7 +25,7 @@ from prefect.events import emit_event
 
 from lamia_core.engine import Decision, Evidence
 from lamia_core.outcome import EVENT_PREFIX, Outcome
-from lamia_core.slack import format_value
+from lamia_core.text import evidence_text, weights_text
 
 
 def app_tag(namespace: str, app: str) -> str:
@@ -68,13 +68,6 @@ def tag_run(flow_run_id: str, *tags: str) -> None:
         run = client.read_flow_run(UUID(flow_run_id))
         merged = sorted(set(run.tags) | set(tags))
         client.update_flow_run(UUID(flow_run_id), tags=merged)
-
-
-def evidence_text(ev: Evidence) -> str:
-    who = f"{ev.version}: " if ev.version else ""
-    threshold = "" if ev.threshold is None else f" {ev.comparison} {ev.threshold:g}"
-    verdict = {True: "met", False: "missed", None: "n/a"}[ev.passed]
-    return f"{who}{ev.metric} = {format_value(ev.value)}{threshold} ({verdict})"
 
 
 @dataclass
@@ -174,7 +167,7 @@ class ReleaseHistory:
             "step": len(self.rows) + 1,
             "time": now.strftime("%H:%M:%S"),
             "elapsed_s": round(time.monotonic() - self.started_monotonic, 2),
-            "weights": ", ".join(f"{v}={w}" for v, w in sorted(weights.items())) or "-",
+            "weights": weights_text(weights) or "-",
             "decision": decision,
             "reason": reason,
             "evidence": "; ".join(evidence_text(e) for e in evidence) or "-",
@@ -196,7 +189,7 @@ class ReleaseHistory:
             f"# {self.kind} of `{self.app}` in `{self.namespace}`: **{outcome.value}**",
             "",
             f"- reason: {reason}",
-            f"- final weights: {', '.join(f'`{v}`={w}%' for v, w in sorted(weights.items()))}",
+            f"- final weights: {weights_text(weights, escape=lambda v: f'`{v}`')}",
         ]
         if self.baseline or self.target:
             lines.append(f"- baseline `{self.baseline}`, target `{self.target}`")

@@ -49,6 +49,7 @@ from lamia_core.kube import KubeAdapter
 from lamia_core.models import DEFAULT_ROUTE, ROUTE_PREFIX, Gateway, Route, Weights
 from lamia_core.outcome import Outcome
 from lamia_core.policies import ComparePolicy
+from lamia_core.text import weights_text
 from lamia_sandbox.prefect_server import PrefectServer, client_settings
 from lamia_sandbox.sandbox import Sandbox
 from lamia_sandbox.simulator import DEFAULT_USER_AGENTS, VersionBehaviour
@@ -295,19 +296,15 @@ def run_release(env: DemoEnvironment, settings: DemoSettings, baseline: str, tar
     reason = str(data.get("reason") or state.message or "")
     if outcome == "cancelled":
         # Ctrl-C during a release (or Cancel in the UI) ends there; the flow put the baseline back.
-        say(f"  -> {target}: cancelled, gateway {_fmt_weights(weights)}")
+        say(f"  -> {target}: cancelled, gateway {weights_text(weights)}")
         raise KeyboardInterrupt
     baseline_expected = target if expected == "promoted" else baseline
     ok = outcome == expected and weights.get(baseline_expected) == 100
     say(f"  -> {target}: {outcome} ({'as expected' if ok else f'EXPECTED {expected}'}), "
-        f"gateway {_fmt_weights(weights)}")
+        f"gateway {weights_text(weights)}")
     return {"app": APP, "baseline": baseline, "target": target, "outcome": outcome, "expected": expected,
             "ok": ok, "weights": weights, "steps": data.get("steps"), "reason": reason, "flow_run_id": run_id,
             "url": env.run_url(run_id)}
-
-
-def _fmt_weights(weights: Mapping[str, int]) -> str:
-    return ", ".join(f"{v}={w}" for v, w in sorted(weights.items()))
 
 
 def matching_share(user_agents: Any = DEFAULT_USER_AGENTS) -> float:
@@ -342,7 +339,7 @@ def check_routes(counts: Mapping[str, Mapping[str, int]], unrouted: int, weights
     elsewhere = {v: n for v, n in default.items() if v != STABLE and n}
     on_stable = f"everyone else: {default.get(STABLE, 0)} of {n_default} requests on {STABLE}"
     if elsewhere:
-        on_stable += f", {_fmt_weights(elsewhere)} elsewhere"
+        on_stable += f", {weights_text(elsewhere)} elsewhere"
     on_default = [
         (n_default > 0 and not elsewhere, on_stable),
         (unrouted == 0, f"requests without a route: {unrouted}"),
@@ -398,9 +395,9 @@ def run_routes(
     st2, route_run = run_in_process(
         apply_route_flow, RouteParameters(**base, condition=CONDITION, weights=ROUTE_WEIGHTS,
                                           route=CONDITION_ROUTE),
-        env, say, f"apply-route {_fmt_weights(ROUTE_WEIGHTS)} for {CONDITION}")
+        env, say, f"apply-route {weights_text(ROUTE_WEIGHTS)} for {CONDITION}")
     gateway = _gateway_weights(env)
-    say("  gateway: " + "; ".join(f"{r} {_fmt_weights(w)}" for r, w in gateway.items()))
+    say("  gateway: " + "; ".join(f"{r} {weights_text(w)}" for r, w in gateway.items()))
     say(f"counting {settings.traffic_seconds:g} s of simulated traffic per route and version...")
     counts, unrouted = measure_traffic(env, settings.traffic_seconds)
     checks = check_routes(counts, unrouted, gateway.get(CONDITION_ROUTE, {}), settings.sigmas)
@@ -446,11 +443,11 @@ def summary(report: Mapping[str, Any]) -> str:
     for r in report["releases"]:
         mark = "ok" if r["ok"] else f"UNEXPECTED (wanted {r['expected']})"
         lines.append(f"  release {r['target']} against {r['baseline']}: {r['outcome']:<11} "
-                     f"{_fmt_weights(r['weights']):<20} {mark}")
+                     f"{weights_text(r['weights']):<20} {mark}")
         lines.append(f"      {r['reason']}")
     for r in report["routes"]:
         what = f"route {r['route']}" + (f" ({r['condition']})" if r["condition"] else "")
-        lines.append(f"  {what}: weights {_fmt_weights(r['weights'])}, requests {_fmt_weights(r['counts'])}: "
+        lines.append(f"  {what}: weights {weights_text(r['weights'])}, requests {weights_text(r['counts'])}: "
                      + ("ok" if r["ok"] else "NOT OK"))
     lines.append("")
     lines.append(f"Prefect UI: {report['prefect_ui']}  (flow runs, their artifacts "

@@ -599,7 +599,7 @@ def canary_release(params: ReleaseParameters) -> State:
                     renew_lease(params.kubernetes, application, run_id, {"timeout": 0.0})
             logger.error(reason)
             history.finished(what, weights, reason)
-            thread.post(slack_text.format_failed(thread.info, reason, weights=weights or None))
+            thread.post(slack_text.format_failed(thread.info, reason, weights=weights or None), outcome=True)
             thread.close()
             if cancelled:
                 return Cancelled(message=reason)
@@ -624,7 +624,7 @@ def canary_release(params: ReleaseParameters) -> State:
         final_state = Completed(message=f"promoted {params.target}: {reason}", name=outcome.state_name,
                                 data=result)
     elif outcome is Outcome.HELD:
-        text = f":pause_button: {params.app}: release held at {slack_text.format_weights(final)} ({reason})"
+        text = slack_text.format_held(thread.info, reason, weights=final)
         final_state = Completed(message=f"held: {reason}", name=outcome.state_name, data=result)
     elif outcome is Outcome.INTERRUPTED:
         text = slack_text.format_interrupted(thread.info, reason, weights=final or None)
@@ -635,7 +635,7 @@ def canary_release(params: ReleaseParameters) -> State:
             message=f"rolled back to {params.baseline}: {reason}", name=outcome.state_name,
             data=ReleaseEnded(result),
         )
-    thread.post(text)
+    thread.post(text, outcome=True)
     thread.close()
     return final_state
 

@@ -87,6 +87,7 @@ from lamia_core.policies import (
     TimePolicy,
     Verdict,
 )
+from lamia_core.text import weights_text
 
 __all__ = [
     "TERMINAL_PHASES",
@@ -309,7 +310,7 @@ def _t(t: float) -> str:
 
 
 def _desc(w: Weights) -> str:
-    return ",".join(f"{k}={v}" for k, v in w.items())
+    return weights_text(w.root)
 
 
 # -- decisions -----------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from lamia_core import expressions
 from lamia_core.errors import InvalidInput
 from lamia_core.judge import JudgeSettings
 from lamia_core.metrics import CATALOG, duration_seconds, metric_names
+from lamia_core.text import evidence_text, number_text
 
 #: The metric every observing policy needs: requests per version in the window.
 REQUESTS_METRIC = "upstream_rq_total"
@@ -87,14 +88,8 @@ def _is_number(value: object) -> TypeGuard[float]:
 
 
 def _fmt(value: float | str | None) -> str:
-    if value is None:
-        return "nil"
-    if isinstance(value, str):
-        return value
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    # Ratios keep 4 significant digits; counts and milliseconds, one decimal.
-    return f"{value:.4g}" if abs(value) < 1000 else f"{value:.1f}"
+    # The languages' word for no value is nil, in their messages too.
+    return number_text(value, none="nil")
 
 
 class Evidence(BaseModel):
@@ -115,10 +110,7 @@ class Evidence(BaseModel):
     """True/False when the value was judged; None when it could not be (nil) or was for reference."""
 
     def describe(self) -> str:
-        who = f"{self.version} " if self.version else ""
-        if self.threshold is None:
-            return f"{who}{self.metric} = {_fmt(self.value)} ({self.comparison})"
-        return f"{who}{self.metric} = {_fmt(self.value)} ({self.comparison} {_fmt(self.threshold)})"
+        return evidence_text(self, none="nil")
 
 
 Outcome = Literal["pass", "fail", "no_data", "hold"]

@@ -196,7 +196,7 @@ def test_healthy_target_is_promoted_with_evidence_at_every_step() -> None:
     score = next(e for e in d.evidence if e.version == "v2" and e.metric == DEFAULT_HEALTH_EXPRESSION)
     assert score.value == pytest.approx(0.97)
     assert (score.threshold, score.comparison, score.passed) == (0.8, ">=", True)
-    assert "v2 healthy" in d.reason and "step 4 toward v2: v1=60,v2=40" in d.reason
+    assert "v2 healthy" in d.reason and "step 4 toward v2: v1=60, v2=40" in d.reason
     assert "\n" not in d.reason
     assert last(log).state.observations == 10 and last(log).state.failures == 0
 
@@ -220,7 +220,7 @@ def test_target_failing_midway_backs_off_then_rolls_back() -> None:
     log = run(spec(), world)
     assert target_weights(log) == [10, 20, 30, 40, 50, 40, 30, 0]
     assert actions(log)[-3:] == ["set_weights", "set_weights", "rollback"]
-    assert "backing off toward v1: v1=60,v2=40" in log[5][1].reason
+    assert "backing off toward v1: v1=60, v2=40" in log[5][1].reason
 
 
 def test_failure_limit_one_rolls_back_at_once() -> None:

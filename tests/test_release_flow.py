@@ -189,6 +189,8 @@ def test_healthy_target_is_promoted_with_history_and_slack_thread(
     assert "started" in first.text and first.thread_ts is None
     assert replies and all(m.thread_ts == first.ts for m in replies), "one thread per release"
     assert "promoted to 100%" in replies[-1].text
+    # Only the outcome is shown in the channel too; the steps stay in the thread.
+    assert replies[-1].broadcast and not any(m.broadcast for m in replies[:-1])
 
 
 def test_unhealthy_target_is_rolled_back_at_the_first_check_that_sees_its_errors(
@@ -209,10 +211,11 @@ def test_unhealthy_target_is_rolled_back_at_the_first_check_that_sees_its_errors
     # v3 gets traffic at the first step; the next check (one interval later) sees
     # its errors (half its requests) and rolls back: no step in between.
     assert [r["decision"] for r in rows] == ["set_weights", "rollback"]
-    assert "v3" in rows[1]["evidence"] and "missed" in rows[1]["evidence"]
+    assert "v3" in rows[1]["evidence"] and "(>= 0.8) ✗" in rows[1]["evidence"]
     assert rows[1]["elapsed_s"] - rows[0]["elapsed_s"] < 2 * INTERVAL + 1.0
     rolled = fake_slack.messages[-1].text
     assert "rolled back to v1" in rolled and "Measured" in rolled and "0.8" in rolled
+    assert fake_slack.messages[-1].broadcast
     assert events(f"lamia.app.{sb.namespace}.{sb.app}", flow_run_id(state))[-1] == "lamia.release.rolled-back"
 
 

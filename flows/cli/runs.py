@@ -34,6 +34,7 @@ from flows.cli._runs import (
 from flows.cli.clusters import kube_config
 from lamia_core.errors import InvalidInput
 from lamia_core.kube import KubeAdapter
+from lamia_core.text import weights_text
 
 TimeoutOpt = Annotated[float | None, typer.Option(
     "--timeout", help="Give up watching after this many seconds (exit 3); default: until it ends.")]
@@ -155,7 +156,7 @@ def status(namespace: NamespaceOpt, app_name: AppOpt, cluster: ClusterOpt = None
                 if d.get("next_check"):
                     lines.append(f"  next check: {d['next_check']}")
         for route, weights in info["routes"].items():
-            lines.append(f"  route {route}: " + ", ".join(f"{v}={w}%" for v, w in weights.items()))
+            lines.append(f"  route {route}: {weights_text(weights)}")
         return "\n".join(lines) + "\n"
 
     emit(info, output, table)
