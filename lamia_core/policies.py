@@ -35,13 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from lamia_core import expressions
 from lamia_core.errors import InvalidInput
 from lamia_core.judge import JudgeSettings
-from lamia_core.metrics import CATALOG, duration_seconds, metric_names
+from lamia_core.metrics import CATALOG, TOTAL, duration_seconds, metric_names
 from lamia_core.text import evidence_text, number_text
 
-#: The metric every observing policy needs: requests per version in the window.
-REQUESTS_METRIC = "upstream_rq_total"
+#: The metric every observing policy needs: requests per version in the window (the catalog's).
+REQUESTS_METRIC = TOTAL
 #: The original Lamia's health check: the share of requests answered 2xx.
-DEFAULT_HEALTH_EXPRESSION = "external_upstream_rq_2xx / upstream_rq_total"
+DEFAULT_HEALTH_EXPRESSION = f"external_upstream_rq_2xx / {TOTAL}"
 
 #: version -> metric -> value, None when Prometheus had no data.
 Values = Mapping[str, Mapping[str, float | None]]

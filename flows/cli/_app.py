@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -98,7 +98,7 @@ app.add_typer(release_app, name="release")
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print Lamia's version and exit."),
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print Lamia's version and exit.")] = False,
 ) -> None:
     """Lamia: canary releases for services on Kubernetes with Istio, on Prefect."""

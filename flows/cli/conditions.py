@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 import yaml
 
@@ -13,9 +15,8 @@ from lamia_core.conditions import compile_condition
 @check_app.command("condition")
 @handle_errors
 def check_condition(
-    text: str = typer.Argument(
-        ..., metavar="CONDITION", help='The condition, e.g. \'uri prefix "/service1"\'; "-" reads stdin.'
-    ),
+    text: Annotated[str, typer.Argument(
+        metavar="CONDITION", help='The condition, e.g. \'uri prefix "/service1"\'; "-" reads stdin.')],
 ) -> None:
     """Print the Istio HTTPMatchRequest list (YAML) a condition compiles to; exit 2 if it is invalid."""
     match = compile_condition(read_source(text))

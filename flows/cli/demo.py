@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from flows.cli._app import app
@@ -11,16 +13,23 @@ from flows.cli._common import fail, handle_errors
 @app.command("demo")
 @handle_errors
 def demo(
-    as_json: bool = typer.Option(
-        False, "--json", help="Print one JSON report on stdout (progress on stderr)"
-    ),
-    keep: bool = typer.Option(False, "--keep", help="Keep the Prefect UI and the sandbox up until Ctrl-C"),
-    step: int = typer.Option(25, "--step", min=1, max=100, help="Health policy: percentage points per step"),
-    interval: float = typer.Option(2.0, "--interval", min=0.5, help="Health policy: seconds between steps"),
-    traffic_seconds: float = typer.Option(
-        5.0, "--traffic-seconds", min=1.0, help="Seconds of traffic counted for the route check"
-    ),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the simulated traffic"),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON report on stdout (progress on stderr)")
+    ] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the Prefect UI and the sandbox up until Ctrl-C")
+    ] = False,
+    step: Annotated[
+        int, typer.Option("--step", min=1, max=100, help="Health policy: percentage points per step")
+    ] = 25,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.5, help="Health policy: seconds between steps")
+    ] = 2.0,
+    traffic_seconds: Annotated[
+        float,
+        typer.Option("--traffic-seconds", min=1.0, help="Seconds of traffic counted for the route check"),
+    ] = 5.0,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the simulated traffic")] = None,
 ) -> None:
     """Run Lamia end to end here: a healthy release (promoted), a bad one (rolled back), a conditional route.
 

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import typer
 from pydantic import TypeAdapter, ValidationError
 
 from flows.cli._app import app, release_app
 from flows.cli._common import fail, handle_errors
+from flows.cli._runs import ClusterOpt, ContextOpt, KubeconfigOpt, NamespaceOpt
 from flows.cli.clusters import for_worker, kube_config, prometheus_for
 from lamia_core.errors import InvalidInput
 from lamia_core.kube import KubeAdapter, KubeConfig
 
-NamespaceOpt = typer.Option(..., "--namespace", "-n", help="Namespace of the application")
-KubeconfigOpt = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", help="kubeconfig file")
-ContextOpt = typer.Option(None, "--context", help="kubeconfig context")
-ClusterOpt = typer.Option(None, "--cluster", help="A saved cluster: lamia cluster add")
 DEPLOYMENT = "canary-release/canary-release"
 
 
@@ -104,91 +101,154 @@ def _final_exit(state: Any) -> int:
 @release_app.command("start")
 @handle_errors
 def start(
-    namespace: str = NamespaceOpt,
-    app_name: str = typer.Option(..., "--app", "-a", help="The application (value of the `app` label)"),
-    service: str | None = typer.Option(
-        None, "--service", help="The Service in front of the application, when several select it"
-    ),
-    baseline: str = typer.Option(..., "--baseline", help="Version serving traffic now"),
-    target: str = typer.Option(..., "--target", help="Version to release"),
-    policy: str = typer.Option("compare", "--policy", help="compare, time, health, metric or custom"),
-    step: int | None = typer.Option(None, "--step", help="Percentage points per step (default 10)"),
-    interval: float | None = typer.Option(
-        None, "--interval", help="Seconds between checks (default 15 for compare, 10 otherwise)"
-    ),
-    max_weight: int | None = typer.Option(None, "--max-weight", help="Highest weight of the target"),
-    final_action: str | None = typer.Option(None, "--final-action", help="promote or hold at max weight"),
-    progress_deadline: float | None = typer.Option(
-        None, "--progress-deadline", help="Roll back after this many seconds without a weight change"
-    ),
-    window: str | None = typer.Option(None, "--window", help="Prometheus query window (default 1m)"),
-    min_requests: int | None = typer.Option(None, "--min-requests", help="Requests needed for a verdict"),
-    no_data: str | None = typer.Option(None, "--no-data", help="hold or fail"),
-    failure_limit: int | None = typer.Option(None, "--failure-limit", help="Failures before rollback"),
-    failure_mode: str | None = typer.Option(None, "--failure-mode", help="consecutive or total"),
-    threshold: float | None = typer.Option(
-        None, "--threshold", help="health: healthy at >= this (<= with --direction lower)"),
-    direction: str | None = typer.Option(
-        None, "--direction",
-        help="health, metric: 'higher' is better (success ratios, the default) or 'lower' (latency, errors), "
-        "e.g. --expression request_duration_p99 --threshold 500 --direction lower"),
-    expression: str | None = typer.Option(None, "--expression", help="health/metric: metric expression"),
-    program: str | None = typer.Option(None, "--program", help="custom: the program text"),
-    tolerance: float | None = typer.Option(
-        None, "--tolerance", help="compare: points of errors above the baseline's that still pass (default 0)"
-    ),
-    confidence: float | None = typer.Option(
-        None, "--confidence", help="compare: confidence of a rollback or a promotion (default 0.99)"
-    ),
-    latency_gate: bool | None = typer.Option(
-        None, "--latency/--no-latency", help="compare: judge request durations too (default on)"
-    ),
-    errors_gate: bool | None = typer.Option(
-        None, "--errors/--no-errors", help="compare: judge 5xx answers (default on)"
-    ),
-    latency_tolerance: float | None = typer.Option(
-        None, "--latency-tolerance", help="compare: points of slow requests above the baseline's (default 5)"
-    ),
-    scrape_interval: float | None = typer.Option(
-        None, "--scrape-interval", help="Prometheus' scrape interval in seconds (default 15; read from it)"
-    ),
-    condition: str | None = typer.Option(None, "--condition", help="Only requests matching this take part"),
-    prometheus: str | None = typer.Option(
-        None, "--prometheus", envvar="LAMIA_PROMETHEUS_URL", help="Prometheus URL; default the --cluster's"
-    ),
-    slack_channel: str | None = typer.Option(
-        None,
-        "--slack-channel",
-        help="Notify this channel (token from SLACK_BOT_TOKEN or --slack-token-block)",
-    ),
-    slack_token_block: str | None = typer.Option(
-        None, "--slack-token-block", help="Prefect Secret block name"
-    ),
-    approval: bool = typer.Option(
-        False, "--approval", help="Wait for `lamia release approve` before going past --approval-at"
-    ),
-    approval_at: int | None = typer.Option(
-        None, "--approval-at", min=1, max=100,
-        help="The target's weight at which to wait for approval (default: the step before the last)"),
-    on_worker_loss: str = typer.Option(
-        "rollback", "--on-worker-loss",
-        help="If the process running the release dies: rollback (default) or resume from the last step",
-    ),
-    worker_loss_timeout: float | None = typer.Option(
-        None, "--worker-loss-timeout",
-        help="Seconds without a heartbeat after which the process counts as dead (default 3 intervals, "
-        "at least 30)",
-    ),
-    wait: bool = typer.Option(
-        False, "--wait", help="Follow the release (as `lamia release watch`): exit 0 when promoted or held "
-        "as asked, 1 rolled back or failed, 3 when --timeout passes"),
-    timeout: float | None = typer.Option(
-        None, "--timeout", help="With --wait: stop following after this long"),
-    local: bool = typer.Option(False, "--local", help="Run the flow in this process instead of a deployment"),
-    deployment: str = typer.Option(DEPLOYMENT, "--deployment", help="Deployment to trigger"),
-    cluster: str | None = ClusterOpt,
-    kubeconfig: str | None = KubeconfigOpt,
-    context: str | None = ContextOpt,
+    namespace: NamespaceOpt,
+    app_name: Annotated[str, typer.Option("--app", "-a", help="The application (value of the `app` label)")],
+    baseline: Annotated[str, typer.Option("--baseline", help="Version serving traffic now")],
+    target: Annotated[str, typer.Option("--target", help="Version to release")],
+    service: Annotated[
+        str | None,
+        typer.Option("--service", help="The Service in front of the application, when several select it"),
+    ] = None,
+    policy: Annotated[
+        str, typer.Option("--policy", help="compare, time, health, metric or custom")
+    ] = "compare",
+    step: Annotated[
+        int | None, typer.Option("--step", help="Percentage points per step (default 10)")
+    ] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option("--interval", help="Seconds between checks (default 15 for compare, 10 otherwise)"),
+    ] = None,
+    max_weight: Annotated[
+        int | None, typer.Option("--max-weight", help="Highest weight of the target")
+    ] = None,
+    final_action: Annotated[
+        str | None, typer.Option("--final-action", help="promote or hold at max weight")
+    ] = None,
+    progress_deadline: Annotated[
+        float | None,
+        typer.Option("--progress-deadline", help="Roll back after this many seconds without a weight change"),
+    ] = None,
+    window: Annotated[
+        str | None, typer.Option("--window", help="Prometheus query window (default 1m)")
+    ] = None,
+    min_requests: Annotated[
+        int | None, typer.Option("--min-requests", help="Requests needed for a verdict")
+    ] = None,
+    no_data: Annotated[str | None, typer.Option("--no-data", help="hold or fail")] = None,
+    failure_limit: Annotated[
+        int | None, typer.Option("--failure-limit", help="Failures before rollback")
+    ] = None,
+    failure_mode: Annotated[str | None, typer.Option("--failure-mode", help="consecutive or total")] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", help="health: healthy at >= this (<= with --direction lower)"),
+    ] = None,
+    direction: Annotated[
+        str | None,
+        typer.Option(
+            "--direction",
+            help="health, metric: 'higher' is better (success ratios, the default) or 'lower' (latency, "
+            "errors), e.g. --expression request_duration_p99 --threshold 500 --direction lower",
+        ),
+    ] = None,
+    expression: Annotated[
+        str | None, typer.Option("--expression", help="health/metric: metric expression")
+    ] = None,
+    program: Annotated[str | None, typer.Option("--program", help="custom: the program text")] = None,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            "--tolerance", help="compare: points of errors above the baseline's that still pass (default 0)"
+        ),
+    ] = None,
+    confidence: Annotated[
+        float | None,
+        typer.Option("--confidence", help="compare: confidence of a rollback or a promotion (default 0.99)"),
+    ] = None,
+    latency_gate: Annotated[
+        bool | None,
+        typer.Option("--latency/--no-latency", help="compare: judge request durations too (default on)"),
+    ] = None,
+    errors_gate: Annotated[
+        bool | None, typer.Option("--errors/--no-errors", help="compare: judge 5xx answers (default on)")
+    ] = None,
+    latency_tolerance: Annotated[
+        float | None,
+        typer.Option(
+            "--latency-tolerance", help="compare: points of slow requests above the baseline's (default 5)"
+        ),
+    ] = None,
+    scrape_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--scrape-interval", help="Prometheus' scrape interval in seconds (default 15; read from it)"
+        ),
+    ] = None,
+    condition: Annotated[
+        str | None, typer.Option("--condition", help="Only requests matching this take part")
+    ] = None,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(
+            "--prometheus", envvar="LAMIA_PROMETHEUS_URL", help="Prometheus URL; default the --cluster's"
+        ),
+    ] = None,
+    slack_channel: Annotated[
+        str | None,
+        typer.Option(
+            "--slack-channel", help="Notify this channel (token from SLACK_BOT_TOKEN or --slack-token-block)"
+        ),
+    ] = None,
+    slack_token_block: Annotated[
+        str | None, typer.Option("--slack-token-block", help="Prefect Secret block name")
+    ] = None,
+    approval: Annotated[
+        bool,
+        typer.Option("--approval", help="Wait for `lamia release approve` before going past --approval-at"),
+    ] = False,
+    approval_at: Annotated[
+        int | None,
+        typer.Option(
+            "--approval-at",
+            min=1,
+            max=100,
+            help="The target's weight at which to wait for approval (default: the step before the last)",
+        ),
+    ] = None,
+    on_worker_loss: Annotated[
+        str,
+        typer.Option(
+            "--on-worker-loss",
+            help="If the process running the release dies: rollback (default) or resume from the last step",
+        ),
+    ] = "rollback",
+    worker_loss_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--worker-loss-timeout",
+            help="Seconds without a heartbeat after which the process counts as dead (default 3 intervals, "
+            "at least 30)",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Follow the release (as `lamia release watch`): exit 0 when promoted or held "
+            "as asked, 1 rolled back or failed, 3 when --timeout passes",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="With --wait: stop following after this long")
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Run the flow in this process instead of a deployment")
+    ] = False,
+    deployment: Annotated[str, typer.Option("--deployment", help="Deployment to trigger")] = DEPLOYMENT,
+    cluster: ClusterOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Start a canary release of TARGET against BASELINE."""
     from flows.params import ReleaseParameters, SlackSettings
@@ -199,8 +259,10 @@ def start(
     kube = kube_config(cluster, kubeconfig, context)
     prometheus = prometheus_for(cluster, prometheus)
     if prometheus is None:
-        raise InvalidInput("say which Prometheus: --prometheus URL (or $LAMIA_PROMETHEUS_URL), or --cluster "
-                           "NAME of a cluster saved with one")
+        raise InvalidInput(
+            "say which Prometheus: --prometheus URL (or $LAMIA_PROMETHEUS_URL), or --cluster "
+            "NAME of a cluster saved with one"
+        )
 
     settings = {
         "step": step,
@@ -255,8 +317,10 @@ def start(
     from prefect.exceptions import ObjectNotFound
 
     try:
-        run = cast(FlowRun, run_deployment(deployment, parameters={"params": params.model_dump(mode="json")},
-                                           timeout=0))
+        run = cast(
+            FlowRun,
+            run_deployment(deployment, parameters={"params": params.model_dump(mode="json")}, timeout=0),
+        )
     except ObjectNotFound:
         from prefect.settings import PREFECT_API_URL
 
@@ -276,10 +340,10 @@ def start(
 @app.command("reconcile")
 @handle_errors
 def reconcile_cmd(
-    namespace: str | None = typer.Option(None, "--namespace", "-n", help="Only this namespace"),
-    cluster: str | None = ClusterOpt,
-    kubeconfig: str | None = KubeconfigOpt,
-    context: str | None = ContextOpt,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Only this namespace")] = None,
+    cluster: ClusterOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Put right, now, every release whose worker died (what the lamia-reconcile deployment does every
     30 s): restore its baseline or resume it, and free its slot. Without --cluster, --kubeconfig or
@@ -288,7 +352,8 @@ def reconcile_cmd(
 
     given = cluster is None and (kubeconfig is not None or context is not None)
     params = ReconcileParameters(
-        cluster=cluster, namespace=namespace,
+        cluster=cluster,
+        namespace=namespace,
         kubernetes=KubeConfig(kubeconfig=kubeconfig, context=context) if given else None,
     )
     state = reconcile(params, return_state=True)
@@ -300,7 +365,7 @@ def reconcile_cmd(
 
 
 @app.command("serve")
-def serve(limit: int = typer.Option(4, "--limit", help="Flow runs at once")) -> None:
+def serve(limit: Annotated[int, typer.Option("--limit", help="Flow runs at once")] = 4) -> None:
     """Serve Lamia's deployments here (no work pool): canary-release, set-weights, apply-route, expose,
     and lamia-reconcile every 30 s."""
     from prefect import serve as prefect_serve
@@ -322,8 +387,12 @@ def serve(limit: int = typer.Option(4, "--limit", help="Flow runs at once")) -> 
             )
         ]
         # The supervisor, every 30 s: a release whose process dies is put right without a person.
-        deployments.append(cast(RunnerDeployment, reconcile.to_deployment(
-            name="lamia-reconcile", tags=["lamia", "supervisor"], interval=30)))
+        deployments.append(
+            cast(
+                RunnerDeployment,
+                reconcile.to_deployment(name="lamia-reconcile", tags=["lamia", "supervisor"], interval=30),
+            )
+        )
         prefect_serve(*deployments, limit=limit)
     except KeyboardInterrupt:
         raise fail("stopped", 0) from None
