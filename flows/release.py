@@ -61,7 +61,7 @@ from lamia_core.errors import ForeignChange, InvalidInput, ReleaseLocked, Tempor
 from lamia_core.kube import KubeConfig
 from lamia_core.lease import Lease, abort_hint, parse_time, worker_loss_bound
 from lamia_core.metrics import no_series
-from lamia_core.models import DEFAULT_ROUTE, Application, Gateway, Route, Weights
+from lamia_core.models import DEFAULT_ROUTE, Application, Gateway, Route, Weights, check_two_versions
 from lamia_core.outcome import Outcome
 from lamia_core.policies import ComparePolicy
 from lamia_core.recovery import RunInfo, assess
@@ -212,8 +212,7 @@ def preflight(params: ReleaseParameters, application: Application, gateway: Gate
     Two different versions that exist; the baseline carrying traffic on the route (it is the version
     serving it); the policy valid for the app's versions; no other release holding the app.
     """
-    if params.baseline == params.target:
-        raise InvalidInput(f"baseline and target are both {params.target!r}: a release needs two versions")
+    check_two_versions(params.baseline, params.target)
     if lease is not None:
         recovery = assess(lease, now, run or RunInfo(found=False))
         if recovery.action in ("none", "rollback", "resume"):

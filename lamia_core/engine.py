@@ -77,6 +77,7 @@ from lamia_core.models import (
     VersionName,
     Weights,
     check_label_value,
+    check_two_versions,
 )
 from lamia_core.outcome import Outcome
 from lamia_core.policies import (
@@ -152,8 +153,7 @@ class ReleaseSpec(Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> ReleaseSpec:
-        if self.baseline == self.target:
-            raise InvalidInput(f"target and baseline are both {self.target!r}: a release needs two versions")
+        check_two_versions(self.baseline, self.target)
         missing = [v for v in (self.baseline, self.target) if v not in self.versions]
         if missing:
             raise InvalidInput(

@@ -54,6 +54,13 @@ def check_dns_label(kind: str, value: str) -> str:
     return value
 
 
+def check_two_versions(baseline: str, target: str) -> None:
+    """A release moves traffic from one version to another: the one rule on its two names, said the
+    same way by the engine's spec and the flow's preflight."""
+    if baseline == target:
+        raise InvalidInput(f"baseline and target are both {target!r}: a release needs two versions")
+
+
 #: Field types that validate as Kubernetes does, with Lamia's error naming the field's role.
 NamespaceName = Annotated[str, AfterValidator(lambda v: check_dns_label("namespace", v))]
 AppName = Annotated[str, AfterValidator(lambda v: check_label_value("application", v))]
