@@ -67,7 +67,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from lamia_core._base import Frozen
 
 #: Alternatives of the rollback test: the target's rate ratio as a multiple of the null boundary.
 GRID: tuple[float, ...] = (3.0, 10.0, 50.0)
@@ -92,11 +94,7 @@ ERROR_BUDGET = 0.9
 Gate = Literal["errors", "latency"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class CounterReading(_Frozen):
+class CounterReading(Frozen):
     """Raw cumulative counters of an application at one instant, as Prometheus holds them."""
 
     buckets: tuple[float, ...] = ()
@@ -107,7 +105,7 @@ class CounterReading(_Frozen):
     """Time of the newest sample read; None when Prometheus had none."""
 
 
-class Tally(_Frozen):
+class Tally(Frozen):
     requests: float = 0.0
     events: float = 0.0
 
@@ -119,7 +117,7 @@ class Tally(_Frozen):
         return self.events / self.requests if self.requests > 0 else None
 
 
-class MixtureTest(_Frozen):
+class MixtureTest(Frozen):
     """One rollback test: log likelihood ratios per alternative of :data:`GRID`."""
 
     from_weight: int
@@ -133,7 +131,7 @@ class MixtureTest(_Frozen):
         return top + math.log(sum(math.exp(x - top) for x in self.log_lr) / len(self.log_lr))
 
 
-class GateState(_Frozen):
+class GateState(Frozen):
     target: Tally = Tally()
     """The target's requests and events since the release began."""
     baseline: Tally = Tally()
@@ -147,7 +145,7 @@ class GateState(_Frozen):
     step_requests: float = 0.0
 
 
-class JudgeState(_Frozen):
+class JudgeState(Frozen):
     cursor: dict[str, tuple[float, float, float]] = Field(default_factory=dict)
     """"version|scrape target" -> (requests, 5xx, slow) at the last reading counted."""
     scraped_at: float | None = None
@@ -160,7 +158,7 @@ class JudgeState(_Frozen):
     latency: GateState = GateState()
 
 
-class JudgeSettings(_Frozen):
+class JudgeSettings(Frozen):
     """What a compare policy asks of the judge."""
 
     confidence: float
@@ -175,7 +173,7 @@ class JudgeSettings(_Frozen):
     min_requests: int
 
 
-class GateReport(_Frozen):
+class GateReport(Frozen):
     """What one gate concluded at one check, with the figures a person reads."""
 
     gate: Gate
@@ -197,7 +195,7 @@ class GateReport(_Frozen):
     promotes: bool = False
 
 
-class Judgement(_Frozen):
+class Judgement(Frozen):
     outcome: Literal["rollback", "step", "promote", "hold", "no_data"]
     state: JudgeState
     reports: tuple[GateReport, ...] = ()
