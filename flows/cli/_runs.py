@@ -13,14 +13,11 @@ from uuid import UUID
 import typer
 import yaml
 
+from flows.cli._options import AppOpt, ClusterOpt, ContextOpt, KubeconfigOpt, NamespaceOpt
 from lamia_core.errors import InvalidInput, NotFound
 
-NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the application.")]
-AppOpt = Annotated[str, typer.Option("--app", "-a", help="The application: the value of the `app` label.")]
-ClusterOpt = Annotated[str | None, typer.Option("--cluster", help="A saved cluster: lamia cluster add.")]
-KubeconfigOpt = Annotated[str | None,
-                          typer.Option("--kubeconfig", envvar="KUBECONFIG", help="kubeconfig file.")]
-ContextOpt = Annotated[str | None, typer.Option("--context", help="kubeconfig context.")]
+__all__ = ["AppOpt", "ClusterOpt", "ContextOpt", "KubeconfigOpt", "NamespaceOpt"]
+
 ByOpt = Annotated[str | None,
                   typer.Option("--by", help="Who does this, for the history (default user@host).")]
 #: Flows whose runs are an app's history.

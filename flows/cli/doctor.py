@@ -15,8 +15,9 @@ import typer
 
 from flows.cli._app import app
 from flows.cli._common import handle_errors
+from flows.cli._options import AppOpt, ContextOpt, KubeconfigOpt, NamespaceOpt, ServiceOpt
 from flows.cli.clusters import Cluster, prometheus_for
-from flows.cli.expose import App, Context, Kubeconfig, Namespace, adapter
+from flows.cli.expose import adapter
 from lamia_core.doctor import (
     NEEDED_ACCESS,
     OPTIONAL_ACCESS,
@@ -161,8 +162,8 @@ def _read_deployment(facts: Facts, client: Any, api_url: str, deployment: str) -
 @app.command("doctor")
 @handle_errors
 def doctor(
-    namespace: Namespace,
-    app_name: App,
+    namespace: NamespaceOpt,
+    app_name: AppOpt,
     prometheus: Annotated[
         str | None, typer.Option("--prometheus", envvar="LAMIA_PROMETHEUS_URL",
                                    help="Prometheus URL; default the --cluster's.")
@@ -170,9 +171,7 @@ def doctor(
     window: Annotated[
         str, typer.Option("--window", help="The policy's query window, checked against the scrape interval.")
     ] = HealthPolicy().window,
-    service: Annotated[
-        str | None, typer.Option("--service", help="The Service in front of the app, when several select it.")
-    ] = None,
+    service: ServiceOpt = None,
     as_user: Annotated[
         str | None,
         typer.Option("--as", help="Also check the access of this identity: NAMESPACE/SERVICEACCOUNT of the "
@@ -186,8 +185,8 @@ def doctor(
     ] = DEPLOYMENT,
     output: Annotated[Output, typer.Option("--output", "-o", help="text or json.")] = Output.text,
     cluster: Cluster = None,
-    kubeconfig: Kubeconfig = None,
-    context: Context = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Check, in order, everything a release needs; a checklist with the fix for each ✖."""
     check_dns_label("namespace", namespace)

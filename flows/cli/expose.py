@@ -13,23 +13,11 @@ import typer
 
 from flows.cli._app import app
 from flows.cli._common import handle_errors
+from flows.cli._options import AppOpt, ContextOpt, KubeconfigOpt, NamespaceOpt
 from flows.cli.clusters import Cluster, kube_config
 from lamia_core.exposure import DEFAULT_SELECTOR, ExposeRequest, parse_selector
 from lamia_core.kube import KubeAdapter
 
-Namespace = Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the application.")]
-App = Annotated[
-    str, typer.Option("--app", "-a", help="Application: the value of the Deployments' `app` label.")
-]
-Kubeconfig = Annotated[
-    str | None,
-    typer.Option(
-        "--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig file(s), ':'-separated; default ~/.kube/config."
-    ),
-]
-Context = Annotated[
-    str | None, typer.Option("--context", help="Kubeconfig context; default its current one.")
-]
 _DEFAULT_SELECTOR = ",".join(f"{k}={v}" for k, v in DEFAULT_SELECTOR.items())
 
 
@@ -40,8 +28,8 @@ def adapter(cluster: str | None, kubeconfig: str | None, context: str | None) ->
 @app.command("expose")
 @handle_errors
 def expose(
-    namespace: Namespace,
-    app_name: App,
+    namespace: NamespaceOpt,
+    app_name: AppOpt,
     host: Annotated[str, typer.Option("--host", help="Public host name, e.g. shop.example.com.")],
     tls_secret: Annotated[
         str | None,
@@ -71,8 +59,8 @@ def expose(
         ),
     ] = False,
     cluster: Cluster = None,
-    kubeconfig: Kubeconfig = None,
-    context: Context = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Make the application reachable from outside the mesh through Istio's ingress gateway."""
     request = ExposeRequest(host=host, tls_secret=tls_secret, name=gateway, selector=parse_selector(selector),
@@ -92,11 +80,11 @@ def expose(
 @app.command("unexpose")
 @handle_errors
 def unexpose(
-    namespace: Namespace,
-    app_name: App,
+    namespace: NamespaceOpt,
+    app_name: AppOpt,
     cluster: Cluster = None,
-    kubeconfig: Kubeconfig = None,
-    context: Context = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Remove what `lamia expose` added, and nothing else."""
     with adapter(cluster, kubeconfig, context) as kube:

@@ -15,6 +15,7 @@ import yaml
 
 from flows.cli._app import cluster_app, gateway_app, render_app, weights_app
 from flows.cli._common import handle_errors
+from flows.cli._options import AppOpt, ContextOpt, KubeconfigOpt, NamespaceOpt, ServiceOpt
 from flows.cli.clusters import Cluster, kube_config
 from lamia_core.errors import InvalidInput
 from lamia_core.istio import (
@@ -35,23 +36,6 @@ from lamia_core.models import (
 #: Name of the conditional route made by ``render gateway --condition``.
 CONDITION_ROUTE = "condition"
 
-Namespace = Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the application.")]
-App = Annotated[
-    str, typer.Option("--app", "-a", help="Application: the value of the Deployments' `app` label.")
-]
-Kubeconfig = Annotated[
-    str | None,
-    typer.Option(
-        "--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig file(s), ':'-separated; default ~/.kube/config."
-    ),
-]
-Context = Annotated[
-    str | None, typer.Option("--context", help="Kubeconfig context; default its current one.")
-]
-Service = Annotated[
-    str | None,
-    typer.Option("--service", help="The Service in front of the application, when several select it."),
-]
 
 
 class Output(StrEnum):
@@ -70,8 +54,8 @@ def _csv(text: str) -> list[str]:
 @render_app.command("gateway")
 @handle_errors
 def render_gateway(
-    namespace: Namespace,
-    app: App,
+    namespace: NamespaceOpt,
+    app: AppOpt,
     weights: Annotated[str, typer.Option(help="Default route's weights, e.g. v1=90,v2=10.")],
     versions: Annotated[
         str | None,
@@ -130,8 +114,8 @@ def render_gateway(
 def cluster_init(
     namespace: Annotated[str, typer.Argument(help="Namespace to prepare; created when missing.")],
     cluster: Cluster = None,
-    kubeconfig: Kubeconfig = None,
-    context: Context = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Label a namespace istio-injection=enabled and lamia.io/managed=true, creating it when missing."""
     with _adapter(cluster, kubeconfig, context) as kube:
@@ -146,8 +130,8 @@ def cluster_init(
 @gateway_app.command("apply")
 @handle_errors
 def gateway_apply(
-    namespace: Namespace,
-    app: App,
+    namespace: NamespaceOpt,
+    app: AppOpt,
     weights: Annotated[
         str | None,
         typer.Option(
@@ -156,10 +140,10 @@ def gateway_apply(
             "unless the application has exactly one version, which then gets all traffic."
         ),
     ] = None,
-    service: Service = None,
+    service: ServiceOpt = None,
     cluster: Cluster = None,
-    kubeconfig: Kubeconfig = None,
-    context: Context = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Create or update the application's DestinationRule and VirtualService from its Deployments."""
     wanted = parse_weights(weights) if weights is not None else None
@@ -202,13 +186,13 @@ def _gateway_to_apply(application: Application, current: Gateway | None, wanted:
 @gateway_app.command("show")
 @handle_errors
 def gateway_show(
-    namespace: Namespace,
-    app: App,
+    namespace: NamespaceOpt,
+    app: AppOpt,
     output: Annotated[Output, typer.Option("--output", "-o", help="table or yaml.")] = Output.table,
-    service: Service = None,
+    service: ServiceOpt = None,
     cluster: Cluster = None,
-    kubeconfig: Kubeconfig = None,
-    context: Context = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Print the application's routes: their conditions and weights."""
     with _adapter(cluster, kubeconfig, context) as kube:
@@ -269,13 +253,13 @@ def weights_set(
     weights: Annotated[
         list[str], typer.Argument(help="VERSION=WEIGHT pairs summing to 100, e.g. v1=80 v2=20.")
     ],
-    namespace: Namespace,
-    app: App,
+    namespace: NamespaceOpt,
+    app: AppOpt,
     route: Annotated[str, typer.Option(help="The route whose weights to set.")] = DEFAULT_ROUTE,
-    service: Service = None,
+    service: ServiceOpt = None,
     cluster: Cluster = None,
-    kubeconfig: Kubeconfig = None,
-    context: Context = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Set one route's traffic weights; other writers' changes to the VirtualService are kept.
 

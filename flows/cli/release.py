@@ -9,7 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from flows.cli._app import app, release_app
 from flows.cli._common import fail, handle_errors
-from flows.cli._runs import ClusterOpt, ContextOpt, KubeconfigOpt, NamespaceOpt
+from flows.cli._options import ClusterOpt, ContextOpt, KubeconfigOpt, NamespaceOpt, ServiceOpt
 from flows.cli.clusters import for_worker, kube_config, prometheus_for
 from lamia_core.errors import InvalidInput
 from lamia_core.kube import KubeAdapter, KubeConfig
@@ -105,10 +105,7 @@ def start(
     app_name: Annotated[str, typer.Option("--app", "-a", help="The application (value of the `app` label)")],
     baseline: Annotated[str, typer.Option("--baseline", help="Version serving traffic now")],
     target: Annotated[str, typer.Option("--target", help="Version to release")],
-    service: Annotated[
-        str | None,
-        typer.Option("--service", help="The Service in front of the application, when several select it"),
-    ] = None,
+    service: ServiceOpt = None,
     policy: Annotated[
         str, typer.Option("--policy", help="compare, time, health, metric or custom")
     ] = "compare",
