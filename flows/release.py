@@ -368,7 +368,7 @@ def _resume_from(params: ReleaseParameters, application: Application, run_id: st
     return lease
 
 
-@flow(name="canary-release", log_prints=True, persist_result=False)
+@flow(name="canary-release", flow_run_name="{params.run_name}", log_prints=True, persist_result=False)
 def canary_release(params: ReleaseParameters) -> State:
     """Shift traffic to `target` step by step while it stays healthy; roll back when it does not."""
     logger = get_run_logger()

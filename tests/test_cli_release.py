@@ -74,18 +74,19 @@ def test_start_local_exit_code_is_the_ci_verdict_and_history_lists_both(
     sb = fresh_gateway
     promoted = runner.invoke(app, start_args(sb, "v2", "--local"))
     assert promoted.exit_code == 0, promoted.output
-    assert "Promoted" in promoted.stdout
+    assert "Completed: promoted v2" in promoted.stdout
     assert routes(sb)["default"]["v2"] == 100
 
     back_to_v1(sb)
     rolled = runner.invoke(app, start_args(sb, "v3", "--local"))
     assert rolled.exit_code == 1, rolled.output
-    assert "RolledBack" in rolled.stdout
+    assert "Failed: rolled back to v1" in rolled.stdout
 
     history = runner.invoke(app, ["release", "history", sb.app, "--namespace", sb.namespace, "--json"])
     assert history.exit_code == 0, history.output
-    states = [row["state"] for row in json.loads(history.stdout)]
-    assert states[:2] == ["RolledBack", "Promoted"], "newest first"
+    rows = json.loads(history.stdout)
+    assert [row["state"] for row in rows[:2]] == ["Failed", "Completed"], "newest first"
+    assert rows[0]["message"].startswith("rolled back to v1") and rows[1]["message"].startswith("promoted v2")
 
 
 def test_bad_policy_option_is_one_clear_line_and_exit_2(prefect_server: Any, fresh_gateway: Sandbox) -> None:
@@ -203,11 +204,11 @@ def test_prefect_deployment_run_watch_is_a_ci_gate(
         wait_until(deployed, 90, "lamia serve to register its deployments")
         promoted = run("v2")
         assert promoted.returncode == 0, promoted.stdout + promoted.stderr
-        assert "Promoted" in promoted.stdout
+        assert "Completed" in promoted.stdout
         back_to_v1(sb)
         rolled = run("v3")
         assert rolled.returncode != 0, rolled.stdout + rolled.stderr
-        assert "RolledBack" in rolled.stdout
+        assert "Failed" in rolled.stdout
         assert routes(sb)["default"]["v1"] == 100
     finally:
         os.killpg(serve.pid, signal.SIGINT)

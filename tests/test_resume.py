@@ -23,11 +23,13 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 
+from flows._history import run_outcome
 from flows.reconcile import ReconcileParameters, reconcile
 from lamia_core.istio import ISTIO_API
 from lamia_core.kube import KubeAdapter, KubeConfig
 from lamia_core.lease import lease_of
 from lamia_core.models import Gateway, Route, Weights
+from lamia_core.outcome import Outcome
 from lamia_sandbox.kube_emulator import KubeEmulator
 from lamia_sandbox.seed import seed_application
 from tests.test_release_flow import artifacts, table_rows, wait_until
@@ -120,7 +122,7 @@ def test_a_killed_worker_is_resumed_from_its_last_step(
             done = client.read_flow_run(UUID(successor.holder)).state
         assert dead is not None and dead.type.value == "CRASHED"
         assert "resumed by flow run" in (dead.message or "")
-        assert done is not None and done.name == "Promoted", done.message if done else None
+        assert done is not None and run_outcome(done) is Outcome.PROMOTED, done.message if done else None
         assert route(kube_emulator) == {"stable": 0, "canary": 100}
 
         rows = table_rows(artifacts(UUID(successor.holder))["table"])
