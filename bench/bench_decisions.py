@@ -232,8 +232,8 @@ def run_engine(policy_name: str, world: World) -> Result:
             obs = Observation(time=now, values=values, scraped_at=found[0] if found else None)
         d = decide(spec, d.state, now, obs)
     phase = d.state.phase
-    outcome = {"promoted": "promoted", "rolled_back": "rolled back"}.get(phase, "undecided")
-    end = d.state.last_change_at if phase in ("promoted", "rolled_back") else t0 + HORIZON
+    outcome = {"promoted": "promoted", "rolled-back": "rolled back"}.get(phase, "undecided")
+    end = d.state.last_change_at if phase in ("promoted", "rolled-back") else t0 + HORIZON
     return Result(outcome, world.failed_by_target, end - t0)
 
 

@@ -47,7 +47,7 @@ from prefect.events import emit_event
 from lamia_core.chart import ChartStep, markdown_image, render_svg
 from lamia_core.engine import Decision, Evidence
 from lamia_core.outcome import EVENT_PREFIX, Outcome
-from lamia_core.slack import format_value
+from lamia_core.text import evidence_text, weights_text
 
 #: The event each engine decision emits, named so that its title in the Prefect UI says what it is.
 STEP_EVENTS = {
@@ -57,10 +57,6 @@ STEP_EVENTS = {
     "rollback": "rollback-decided",
     "finish": "hold-decided",
 }
-#: Rows recorded with :meth:`ReleaseHistory.note` whose event needs another name to say what it is:
-#: the flow notes ``resumed`` when a new run takes over a dead worker's release, which is not a
-#: release resumed after a pause (:meth:`ReleaseHistory.resumed`).
-NOTE_EVENTS = {"resumed": "taken-over"}
 
 
 def app_tag(namespace: str, app: str) -> str:
@@ -141,17 +137,6 @@ def reconcile_run_name() -> str:
 
 
 # --- text ---------------------------------------------------------------------------------------
-
-
-def evidence_text(ev: Evidence) -> str:
-    who = f"{ev.version}: " if ev.version else ""
-    threshold = "" if ev.threshold is None else f" {ev.comparison} {ev.threshold:g}"
-    verdict = {True: "met", False: "missed", None: "n/a"}[ev.passed]
-    return f"{who}{ev.metric} = {format_value(ev.value)}{threshold} ({verdict})"
-
-
-def _weights_text(weights: dict[str, int]) -> str:
-    return ", ".join(f"{v}={w}" for v, w in sorted(weights.items())) or "-"
 
 
 def _cell(text: Any) -> str:
@@ -241,7 +226,8 @@ class ReleaseHistory:
         ``acted_in`` is how long Lamia took from waking up to the weights being
         applied (observe, decide, write): the orchestration's share of a step.
         """
-        row = self._row(decision.action, weights, decision.reason, decision.evidence, acted_in)
+        row = self._row(decision.action, weights, decision.reason, decision.evidence, acted_in,
+                        decision.wake_at)
         if decision.evidence:
             self.last_evidence = tuple(decision.evidence)
         if self._progress_id is not None and self.target is not None:
@@ -263,33 +249,7 @@ class ReleaseHistory:
         self, what: str, weights: dict[str, int], reason: str, details: dict[str, Any]
     ) -> dict[str, Any]:
         """A row that is not the engine's decision (e.g. ``interrupted``), with an event of that name."""
-        return self._noted(NOTE_EVENTS.get(what, what), what, weights, reason, details)
-
-    def waiting_for_approval(self, weights: dict[str, int], reason: str, details: dict[str, Any] | None = None
-                             ) -> dict[str, Any]:
-        """The release waits for a person's approval (`lamia release approve`) at ``weights``."""
-        return self._noted("waiting-for-approval", "waiting for approval", weights, reason, details)
-
-    def approved(self, weights: dict[str, int], by: str | None, comment: str = "",
-                 details: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A person approved the release; ``by`` is who, when known."""
-        extra = {"comment": comment, **(details or {})}
-        return self._by_hand("approved", "approved", weights, by, comment, extra)
-
-    def paused(self, weights: dict[str, int], by: str | None, reason: str = "",
-               details: dict[str, Any] | None = None) -> dict[str, Any]:
-        """`lamia release pause`: the weights hold; checks go on and are recorded."""
-        return self._by_hand("paused", "paused", weights, by, reason, details)
-
-    def resumed(self, weights: dict[str, int], by: str | None, reason: str = "",
-                details: dict[str, Any] | None = None) -> dict[str, Any]:
-        """`lamia release resume` after a pause."""
-        return self._by_hand("resumed", "resumed", weights, by, reason, details)
-
-    def promoted_by_hand(self, weights: dict[str, int], by: str | None, reason: str = "",
-                         details: dict[str, Any] | None = None) -> dict[str, Any]:
-        """`lamia release promote`: the target gets everything now, without the remaining checks."""
-        return self._by_hand("promoted-by-hand", "promoted by hand", weights, by, reason, details)
+        return self._noted(what, what, weights, reason, details)
 
     def finished(self, outcome: Outcome, weights: dict[str, int], reason: str) -> None:
         self._weights = dict(weights)
@@ -310,27 +270,25 @@ class ReleaseHistory:
                           **(details or {})})
         return row
 
-    def _by_hand(self, event: str, decision: str, weights: dict[str, int], by: str | None, why: str,
-                 details: dict[str, Any] | None) -> dict[str, Any]:
-        reason = f"{decision} by {by or 'someone unknown'}" + (f": {why}" if why else "")
-        return self._noted(event, decision, weights, reason, {"by": by, **(details or {})})
-
     def _elapsed(self) -> float:
         return time.monotonic() - self.started_monotonic
 
     def _row(self, decision: str, weights: dict[str, int], reason: str, evidence: tuple[Evidence, ...],
-             acted_in: float | None) -> dict[str, Any]:
+             acted_in: float | None, next_check: float | None = None) -> dict[str, Any]:
         now = datetime.now(UTC)
         elapsed = self._elapsed()
         row: dict[str, Any] = {
             "step": len(self.rows) + 1,
             "time": now.strftime("%H:%M:%S"),
             "elapsed_s": round(elapsed, 2),
-            "weights": _weights_text(weights),
+            "weights": weights_text(weights) or "-",
             "decision": decision,
             "reason": reason,
             "evidence": "; ".join(evidence_text(e) for e in evidence) or "-",
             "acted_in_s": None if acted_in is None else round(acted_in, 3),
+            # When the next check is due, for `lamia release watch` and `status`.
+            "next_check": None if next_check is None else datetime.fromtimestamp(next_check, UTC).strftime(
+                "%H:%M:%S"),
         }
         self.rows.append(row)
         self._weights = dict(weights)
@@ -385,7 +343,7 @@ class ReleaseHistory:
         lines = [
             f"# {_cell(self._title())}: {status}", "",
             f"- **{'outcome' if outcome is not None else 'last'}**: {_cell(reason)}",
-            f"- weights now: {', '.join(f'`{v}`={w}%' for v, w in sorted(self._weights.items())) or '-'}",
+            f"- weights now: {weights_text(self._weights, escape=lambda v: f'`{v}`') or '-'}",
         ]
         if self.details.get("policy"):
             lines.append(f"- policy: {self.details['policy']}")

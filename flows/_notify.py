@@ -37,16 +37,24 @@ class ReleaseThread:
             raise ValueError("this thread was opened without release details")
         return self.release
 
-    def post(self, text: str, *, step: bool = False) -> None:
+    def post(self, text: str, *, step: bool = False, outcome: bool = False) -> None:
+        """``step`` messages obey ``notify_steps``; an ``outcome`` is also shown in the channel,
+        so that people who do not follow the thread see how the release ended."""
         if self.config is None or (step and not self.config.notify_steps):
             return
         if self._first is None:
             self._first = self._last = notify.submit(self.config, text, None)
         else:
             # The first message's future stands for its ts; waiting on the last keeps the order.
-            self._last = notify.submit(self.config, text, self._first,  # type: ignore[call-overload]
+            self._last = notify.submit(self.config, text, self._first, outcome,  # type: ignore[call-overload]
                                        wait_for=[self._last])
         self._pending.append(self._last)
+
+    def flush(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` seconds, for the messages submitted so far to be posted."""
+        deadline = time.monotonic() + timeout
+        for future in self._pending:
+            future.wait(timeout=max(0.0, deadline - time.monotonic()))
 
     def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
         """Wait for the messages still being posted, at most ``timeout`` seconds in all."""

@@ -1,12 +1,13 @@
 """`lamia demo`: Lamia's whole job on one machine, watched in the Prefect UI.
 
 It starts a Prefect server with its UI (or uses the one ``PREFECT_API_URL``
-names) and a sandbox (API-server emulator holding ``reviews`` v1/v2/v3 in
-namespace ``demo``, traffic simulator, Prometheus), prepares the namespace and
-a gateway with everything on v1, then runs the real flows in this process:
-a release of v2 (healthy, promoted), a release of v3 against v2 (30 % errors,
-rolled back), and a conditional route (Chrome and Nexus 6P users split 50/50
-between v1 and v2, everyone else on v1) checked against the simulator's own
+names) and a sandbox (API-server emulator holding ``reviews`` 1.4.2, 1.5.0 and
+1.6.0-rc.1 in namespace ``demo``, traffic simulator, Prometheus), prepares the
+namespace and a gateway with everything on 1.4.2, then runs the real flows in
+this process: a release of 1.5.0 (healthy, promoted), a release of 1.6.0-rc.1
+against 1.5.0 (30 % errors, rolled back), and a conditional route (Chrome and
+Nexus 6P users split 50/50 between 1.4.2 and 1.5.0, everyone else on 1.4.2)
+checked against the simulator's own
 counts. Each release's steps are read back from its table artifact while it
 runs, so what is printed is what the Prefect UI shows.
 """
@@ -43,31 +44,33 @@ from pydantic import BaseModel
 from flows._history import artifact_key
 from flows.manual import apply_route_flow, set_weights
 from flows.params import ReleaseParameters, RouteParameters, WeightsParameters
-from flows.release import canary_release
+from flows.release import canary_release, outcome_of
 from lamia_core.kube import KubeAdapter
 from lamia_core.models import DEFAULT_ROUTE, ROUTE_PREFIX, Gateway, Route, Weights
+from lamia_core.outcome import Outcome
 from lamia_core.policies import ComparePolicy
+from lamia_core.text import weights_text
 from lamia_sandbox.prefect_server import PrefectServer, client_settings
 from lamia_sandbox.sandbox import Sandbox
 from lamia_sandbox.simulator import DEFAULT_USER_AGENTS, VersionBehaviour
 
 NAMESPACE = "demo"
 APP = "reviews"
+#: Version names as a real application has them (dots, a pre-release): the demo is what people try first.
+STABLE, GOOD, BAD = "1.4.2", "1.5.0", "1.6.0-rc.1"
 VERSIONS: dict[str, VersionBehaviour] = {
-    "v1": VersionBehaviour(),
-    "v2": VersionBehaviour(),
-    "v3": VersionBehaviour(error_rate=0.3, error_code=503),
+    STABLE: VersionBehaviour(),
+    GOOD: VersionBehaviour(),
+    BAD: VersionBehaviour(error_rate=0.3, error_code=503),
 }
 USER_AGENT_REGEXES = (r"^.*(Chrome).*$", r"^.*(Nexus 6P).*$")
 CONDITION = " or ".join(f'header "User-Agent" regex "{r}"' for r in USER_AGENT_REGEXES)
 CONDITION_ROUTE = "condition"
-ROUTE_WEIGHTS = {"v1": 50, "v2": 50, "v3": 0}
+ROUTE_WEIGHTS = {STABLE: 50, GOOD: 50, BAD: 0}
 #: (baseline, target, the outcome the demo expects).
-RELEASES = (("v1", "v2", "promoted"), ("v2", "v3", "rolled-back"))
+RELEASES = ((STABLE, GOOD, "promoted"), (GOOD, BAD, "rolled-back"))
 
-OUTCOME_OF_STATE = {
-    "Promoted": "promoted", "RolledBack": "rolled-back", "Held": "held", "Cancelled": "cancelled",
-}
+
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,8 @@ class DemoSettings:
 
     The demo uses the default policy, compare, sped up for a demo: the sandbox's Prometheus
     scrapes every second, so a check every 2 s sees new samples; steps of 25 to a max
-    weight of 50, so that the good v2 is promoted after a few steps at 100 requests/s
-    (each step needs the evidence of about a hundred of its requests), while v3's 30 %
+    weight of 50, so that the good 1.5.0 is promoted after a few steps at 100 requests/s
+    (each step needs the evidence of about a hundred of its requests), while 1.6.0-rc.1's 30 %
     errors are caught at the first check that sees them.
     """
 
@@ -269,11 +272,11 @@ def _gateway_weights(env: DemoEnvironment) -> dict[str, dict[str, int]]:
 
 
 def prepare_cluster(env: DemoEnvironment, say: Callable[[str], None]) -> None:
-    """What a user does first: `lamia cluster init`, then a gateway with all traffic on v1."""
+    """What a user does first: `lamia cluster init`, then a gateway with all traffic on 1.4.2."""
     with KubeAdapter(env.sandbox.kube) as kube:
         kube.init_namespace(NAMESPACE)
         app = kube.discover_application(NAMESPACE, APP)
-        weights = Weights({v: 100 if v == "v1" else 0 for v in app.version_names})
+        weights = Weights({v: 100 if v == STABLE else 0 for v in app.version_names})
         kube.apply_gateway(Gateway(application=app, routes=(Route(weights=weights),)))
     say(f"namespace {NAMESPACE} initialised; gateway of {APP} ({', '.join(app.version_names)}) "
         f"created with {weights}")
@@ -287,26 +290,21 @@ def run_release(env: DemoEnvironment, settings: DemoSettings, baseline: str, tar
     )
     label = f"release of {target} against {baseline}"
     state, run_id = run_in_process(canary_release, params, env, say, label, watch=(STEPS_KEY, target))
-    result = state.result(raise_on_failure=False)
-    data = result if isinstance(result, dict) else {}
-    outcome = str(data.get("outcome") or OUTCOME_OF_STATE.get(state.name or "", "failed"))
+    data = outcome_of(state)
+    outcome = str(data.get("outcome") or Outcome.from_state_name(state.name) or Outcome.FAILED)
     weights = _gateway_weights(env)[DEFAULT_ROUTE]
     reason = str(data.get("reason") or state.message or "")
     if outcome == "cancelled":
         # Ctrl-C during a release (or Cancel in the UI) ends there; the flow put the baseline back.
-        say(f"  -> {target}: cancelled, gateway {_fmt_weights(weights)}")
+        say(f"  -> {target}: cancelled, gateway {weights_text(weights)}")
         raise KeyboardInterrupt
     baseline_expected = target if expected == "promoted" else baseline
     ok = outcome == expected and weights.get(baseline_expected) == 100
     say(f"  -> {target}: {outcome} ({'as expected' if ok else f'EXPECTED {expected}'}), "
-        f"gateway {_fmt_weights(weights)}")
+        f"gateway {weights_text(weights)}")
     return {"app": APP, "baseline": baseline, "target": target, "outcome": outcome, "expected": expected,
             "ok": ok, "weights": weights, "steps": data.get("steps"), "reason": reason, "flow_run_id": run_id,
             "url": env.run_url(run_id)}
-
-
-def _fmt_weights(weights: Mapping[str, int]) -> str:
-    return ", ".join(f"{v}={w}" for v, w in sorted(weights.items()))
 
 
 def matching_share(user_agents: Any = DEFAULT_USER_AGENTS) -> float:
@@ -334,16 +332,16 @@ def binomial_check(what: str, hits: int, n: int, p: float, sigmas: float) -> Che
 
 def check_routes(counts: Mapping[str, Mapping[str, int]], unrouted: int, weights: Mapping[str, int],
                  sigmas: float, min_requests: int = 30) -> dict[str, list[Check]]:
-    """Judge one window of per-route counts: every request of the default route on v1; the
+    """Judge one window of per-route counts: every request of the default route on the stable version; the
     conditional route getting the share of requests its condition matches, split by its weights."""
     default, cond = counts.get(DEFAULT_ROUTE, {}), counts.get(CONDITION_ROUTE, {})
     n_default, n_cond = sum(default.values()), sum(cond.values())
-    elsewhere = {v: n for v, n in default.items() if v != "v1" and n}
-    on_v1 = f"everyone else: {default.get('v1', 0)} of {n_default} requests on v1"
+    elsewhere = {v: n for v, n in default.items() if v != STABLE and n}
+    on_stable = f"everyone else: {default.get(STABLE, 0)} of {n_default} requests on {STABLE}"
     if elsewhere:
-        on_v1 += f", {_fmt_weights(elsewhere)} elsewhere"
+        on_stable += f", {weights_text(elsewhere)} elsewhere"
     on_default = [
-        (n_default > 0 and not elsewhere, on_v1),
+        (n_default > 0 and not elsewhere, on_stable),
         (unrouted == 0, f"requests without a route: {unrouted}"),
     ]
     on_condition = [
@@ -387,18 +385,19 @@ def measure_traffic(env: DemoEnvironment, seconds: float) -> tuple[dict[str, dic
 def run_routes(
     env: DemoEnvironment, settings: DemoSettings, say: Callable[[str], None]
 ) -> list[dict[str, Any]]:
-    """Everyone back on v1, then the conditional route, then a window of traffic judged per route."""
+    """Everyone back on the stable version, then the conditional route, then a window of traffic
+    judged per route."""
     versions = sorted(VERSIONS)
     base = {"namespace": NAMESPACE, "app": APP, "kubernetes": env.sandbox.kube}
-    everyone_v1 = {v: 100 if v == "v1" else 0 for v in versions}
-    st1, default_run = run_in_process(set_weights, WeightsParameters(**base, weights=everyone_v1), env, say,
-                                      "set-weights default v1=100")
+    everyone_stable = {v: 100 if v == STABLE else 0 for v in versions}
+    st1, default_run = run_in_process(set_weights, WeightsParameters(**base, weights=everyone_stable), env,
+                                      say, f"set-weights default {STABLE}=100")
     st2, route_run = run_in_process(
         apply_route_flow, RouteParameters(**base, condition=CONDITION, weights=ROUTE_WEIGHTS,
                                           route=CONDITION_ROUTE),
-        env, say, f"apply-route {_fmt_weights(ROUTE_WEIGHTS)} for {CONDITION}")
+        env, say, f"apply-route {weights_text(ROUTE_WEIGHTS)} for {CONDITION}")
     gateway = _gateway_weights(env)
-    say("  gateway: " + "; ".join(f"{r} {_fmt_weights(w)}" for r, w in gateway.items()))
+    say("  gateway: " + "; ".join(f"{r} {weights_text(w)}" for r, w in gateway.items()))
     say(f"counting {settings.traffic_seconds:g} s of simulated traffic per route and version...")
     counts, unrouted = measure_traffic(env, settings.traffic_seconds)
     checks = check_routes(counts, unrouted, gateway.get(CONDITION_ROUTE, {}), settings.sigmas)
@@ -444,11 +443,11 @@ def summary(report: Mapping[str, Any]) -> str:
     for r in report["releases"]:
         mark = "ok" if r["ok"] else f"UNEXPECTED (wanted {r['expected']})"
         lines.append(f"  release {r['target']} against {r['baseline']}: {r['outcome']:<11} "
-                     f"{_fmt_weights(r['weights']):<20} {mark}")
+                     f"{weights_text(r['weights']):<20} {mark}")
         lines.append(f"      {r['reason']}")
     for r in report["routes"]:
         what = f"route {r['route']}" + (f" ({r['condition']})" if r["condition"] else "")
-        lines.append(f"  {what}: weights {_fmt_weights(r['weights'])}, requests {_fmt_weights(r['counts'])}: "
+        lines.append(f"  {what}: weights {weights_text(r['weights'])}, requests {weights_text(r['counts'])}: "
                      + ("ok" if r["ok"] else "NOT OK"))
     lines.append("")
     lines.append(f"Prefect UI: {report['prefect_ui']}  (flow runs, their artifacts "

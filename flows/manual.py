@@ -14,7 +14,7 @@ from prefect.client.schemas.objects import State
 from prefect.states import Completed
 
 from flows._guard import exclusive_release
-from flows._history import ReleaseHistory, current_run
+from flows._history import ReleaseHistory, app_tag, current_run, tag_run
 from flows._notify import ReleaseThread
 from flows.clusters import use_cluster
 from flows.params import RouteParameters, Target, WeightsParameters
@@ -32,6 +32,12 @@ def _checked_weights(raw: dict[str, int], versions: list[str]) -> Weights:
     if unknown:
         raise InvalidInput(f"unknown version(s) {', '.join(unknown)} (known versions: {', '.join(versions)})")
     return weights
+
+
+def _tag_first(params: Target, kind: str) -> None:
+    """Tag the run before anything can fail, so that a refused change is in the app's history too."""
+    run_id, _ = current_run()
+    tag_run(run_id, "lamia", app_tag(params.namespace, params.app), f"lamia/kind:{kind}")
 
 
 @contextlib.contextmanager
@@ -56,6 +62,7 @@ def _manual_change(
 def set_weights(params: WeightsParameters) -> State:
     """Set one route's weights by hand."""
     logger = get_run_logger()
+    _tag_first(params, "set-weights")
     params = use_cluster(params)
     application = discover_application(params.kubernetes, params.namespace, params.app, params.service)
     weights = _checked_weights(params.weights, application.version_names)
@@ -74,6 +81,7 @@ def set_weights(params: WeightsParameters) -> State:
 def apply_route_flow(params: RouteParameters) -> State:
     """Send the requests matching a condition to versions by their own weights."""
     params = use_cluster(params)
+    _tag_first(params, "apply-route")
     match = compile_condition(params.condition)
     application = discover_application(params.kubernetes, params.namespace, params.app, params.service)
     weights = _checked_weights(params.weights, application.version_names)

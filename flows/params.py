@@ -176,13 +176,25 @@ class ReleaseParameters(Target):
         description="Seconds without a heartbeat after which the release's process counts as dead; "
         "empty: three intervals, at least 30 s",
     )
-    approval: bool = Field(False, description="Wait for a person's approval before promoting to 100%")
+    approval: bool = Field(
+        False, description="Wait for a person's approval before the target goes past the approval weight")
+    approval_at: int | None = Field(
+        None, ge=1, le=100,
+        description="The target's weight at which the release waits for approval, checks going on; empty: "
+        "the step before the last (max weight, or 100 minus one step when max weight is 100)")
     approval_timeout_seconds: int = Field(3600, ge=1, description="Roll back when nobody approves in time")
 
     @property
     def run_name(self) -> str:
         """The flow run's name: ``reviews v1→v2``."""
         return f"{self.app} {self.baseline}→{self.target}"
+
+    def approval_weight(self) -> int:
+        """Where the release waits for approval: ``approval_at``, else the step before the last."""
+        if self.approval_at is not None:
+            return self.approval_at
+        policy = self.policy
+        return policy.max_weight if policy.max_weight < 100 else max(0, 100 - policy.step)
 
 
 class WeightsParameters(Target):

@@ -21,6 +21,8 @@ the VirtualService keeps other writers out and records the baseline, which
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,23 +32,35 @@ from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
+from prefect.exceptions import TerminationSignal
 from prefect.flow_runs import pause_flow_run
-from prefect.input import RunInput
 from prefect.states import Cancelled, Completed, Failed
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from flows import _chaos as chaos
+from flows._control import Approval, Controls
 from flows._guard import Guard, exclusive_release, run_info
-from flows._history import ReleaseHistory, flow_run_url
+from flows._history import ReleaseHistory, app_tag, flow_run_url, tag_run
 from flows._notify import ReleaseThread
 from flows.clusters import use_cluster
 from flows.params import ReleaseParameters
 from lamia_core import slack as slack_text
 from lamia_core.conditions import compile_condition
-from lamia_core.engine import Decision, Observation, ReleaseSpec, ReleaseState, abort, decide, start
+from lamia_core.engine import (
+    Decision,
+    Observation,
+    ReleaseSpec,
+    ReleaseState,
+    abort,
+    decide,
+    held,
+    promote_now,
+    start,
+)
 from lamia_core.errors import ForeignChange, InvalidInput, ReleaseLocked, TemporaryError
 from lamia_core.kube import KubeConfig
 from lamia_core.lease import Lease, abort_hint, parse_time, worker_loss_bound
+from lamia_core.metrics import no_series
 from lamia_core.models import DEFAULT_ROUTE, Application, Gateway, Route, Weights
 from lamia_core.outcome import Outcome
 from lamia_core.policies import ComparePolicy
@@ -68,13 +82,6 @@ CANARY_ROUTE = "canary"
 CANCEL_POLL_SECONDS = 1.0
 
 
-class Approval(RunInput):
-    """What a person answers when a release waits for approval before promotion."""
-
-    approve: bool = Field(description="Promote the target to 100%? No rolls back to the baseline.")
-    comment: str = Field("", description="Why, for the history")
-
-
 class ReleaseOutcome(BaseModel):
     app: str
     namespace: str
@@ -89,6 +96,23 @@ class ReleaseOutcome(BaseModel):
 
 class Cancellation(Exception):
     """The run was asked to stop (``lamia release abort`` or the Prefect UI)."""
+
+
+class ReleaseEnded(Exception):
+    """The data of a release's Failed state (rolled back, interrupted): Prefect resolves a failed
+    state's data into an exception, so the outcome travels as one; :func:`outcome_of` reads it."""
+
+    def __init__(self, outcome: dict[str, Any]) -> None:
+        super().__init__(outcome.get("reason", ""))
+        self.outcome = outcome
+
+
+def outcome_of(state: State) -> dict[str, Any]:
+    """A finished release's outcome (ReleaseOutcome as JSON), whatever its state; {} when it has none."""
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, ReleaseEnded):
+        return result.outcome
+    return result if isinstance(result, dict) else {}
 
 
 @dataclass
@@ -113,14 +137,17 @@ class RouteWriter:
                       lease_update=_lease_fields(state))
         self.last = weights
 
-    def record(self, state: ReleaseState) -> None:
+    def record(self, state: ReleaseState, *, plain: bool = False) -> None:
         """Persist the engine's state after a decision that changed no weight."""
         self.check_alive()
-        renew_lease(self.kube, self.application, self.holder, _lease_fields(state) or {})
+        (renew_lease.fn if plain else renew_lease)(self.kube, self.application, self.holder,
+                                                   _lease_fields(state) or {})
 
-    def check(self) -> None:
+    def check(self, *, plain: bool = False) -> None:
+        """``plain``: a call, not a task run (a paused run may not start tasks)."""
         self.check_alive()
-        check_route(self.kube, self.application, self.route, self.last, self.holder)
+        (check_route.fn if plain else check_route)(self.kube, self.application, self.route, self.last,
+                                                   self.holder)
 
     def check_alive(self) -> None:
         if self.guard is not None:
@@ -132,7 +159,8 @@ def _lease_fields(state: ReleaseState | None) -> dict[str, Any] | None:
     return None if state is None else {"state": state.model_dump(mode="json"), "step": state.steps}
 
 
-def _cancel_requested(flow_run_id: str) -> bool:
+def _cancel_requested(flow_run_id: str) -> str | None:
+    """Why the run was asked to stop (the Cancelling state's message: who and why), or None."""
     try:
         with get_client(sync_client=True) as client:
             run = client.read_flow_run(UUID(flow_run_id))
@@ -140,12 +168,17 @@ def _cancel_requested(flow_run_id: str) -> bool:
         # The Prefect server away for a moment must not end the release: nobody can cancel it
         # through a server that is not there, and the release's state lives on the cluster.
         get_run_logger().warning("could not check whether the run was cancelled: %s", exc)
-        return False
-    return bool(run.state and (run.state.is_cancelling() or run.state.is_cancelled()))
+        return None
+    if run.state and (run.state.is_cancelling() or run.state.is_cancelled()):
+        return run.state.message or "the run was cancelled"
+    return None
 
 
-def _wait_until(deadline: float, flow_run_id: str) -> None:
-    """Sleep until ``deadline`` (wall clock), noticing a cancellation within a second.
+def _wait_until(deadline: float, flow_run_id: str, controls: Controls | None = None,
+                history: ReleaseHistory | None = None, thread: ReleaseThread | None = None,
+                weights: dict[str, int] | None = None) -> None:
+    """Sleep until ``deadline`` (wall clock), noticing a cancellation or a person's control within a
+    second; a promotion by hand ends the wait at once.
 
     Runs started by a worker or runner are also stopped by a signal; runs started
     in-process only see the Cancelling state, which is why the loop polls it.
@@ -156,8 +189,19 @@ def _wait_until(deadline: float, flow_run_id: str) -> None:
         if left <= 0:
             return
         time.sleep(min(left, CANCEL_POLL_SECONDS))
-        if _cancel_requested(flow_run_id):
-            raise Cancellation("the run was cancelled")
+        why = _cancel_requested(flow_run_id)
+        if why is not None:
+            raise Cancellation(why)
+        for control in controls.poll() if controls is not None else []:
+            if control.action in ("pause", "resume") and history is not None:
+                kind = "paused" if control.action == "pause" else "resumed"
+                text = (f"{kind} by {control.by}" + (f" ({control.why})" if control.why else "")
+                        + ("; checks go on and are recorded, but move no weight" if kind == "paused" else ""))
+                history.note(kind, weights or {}, text, {"by": control.by, "why": control.why})
+                if thread is not None:
+                    thread.post(f":{'double_vertical_bar' if kind == 'paused' else 'arrow_forward'}: {text}")
+        if controls is not None and controls.promote is not None:
+            return
 
 
 def preflight(params: ReleaseParameters, application: Application, gateway: Gateway, lease: Lease | None,
@@ -170,19 +214,6 @@ def preflight(params: ReleaseParameters, application: Application, gateway: Gate
     """
     if params.baseline == params.target:
         raise InvalidInput(f"baseline and target are both {params.target!r}: a release needs two versions")
-    match = compile_condition(params.condition) if params.condition else None
-    route = CANARY_ROUTE if match else gateway.default_route.name
-    if match is not None:
-        everyone_on_baseline = Weights.all_on(params.baseline, application.version_names)
-        gateway = gateway.with_route(Route(name=CANARY_ROUTE, condition=params.condition, match=tuple(match),
-                                           weights=everyone_on_baseline))
-    spec = release_spec(params, application, gateway, route)
-    weights = gateway.route(route).weights
-    if weights[params.baseline] == 0:
-        serving = ", ".join(v for v, w in weights.items() if w) or "none"
-        raise InvalidInput(
-            f"baseline {params.baseline!r} gets no traffic on route {route!r} ({weights}): the baseline is "
-            f"the version serving the route now ({serving})")
     if lease is not None:
         recovery = assess(lease, now, run or RunInfo(found=False))
         if recovery.action in ("none", "rollback", "resume"):
@@ -193,7 +224,21 @@ def preflight(params: ReleaseParameters, application: Application, gateway: Gate
                 f"a release of application {params.app!r} in namespace {params.namespace!r} is already "
                 f"running: {lease.describe()}{why}; wait for it, or end it with "
                 f"{abort_hint(params.app, params.namespace)}")
-    return spec
+    match = compile_condition(params.condition) if params.condition else None
+    route = CANARY_ROUTE if match else gateway.default_route.name
+    if match is not None:
+        everyone_on_baseline = Weights.all_on(params.baseline, application.version_names)
+        gateway = gateway.with_route(Route(name=CANARY_ROUTE, condition=params.condition, match=tuple(match),
+                                           weights=everyone_on_baseline))
+    for v in (params.baseline, params.target):
+        application.version(v)  # InvalidInput naming the known versions
+    weights = gateway.route(route).weights
+    if weights[params.baseline] == 0:
+        serving = ", ".join(v for v, w in weights.items() if w) or "none"
+        raise InvalidInput(
+            f"baseline {params.baseline!r} gets no traffic on route {route!r} ({weights}): the baseline is "
+            f"the version serving the route now ({serving})")
+    return release_spec(params, application, gateway, route)
 
 
 def release_spec(
@@ -224,24 +269,35 @@ def _canary_route(params: ReleaseParameters, application: Application,
     return Route(name=CANARY_ROUTE, condition=params.condition, match=tuple(match), weights=baseline_only)
 
 
-def _observe(params: ReleaseParameters, spec: ReleaseSpec, state: ReleaseState) -> Observation | None:
+def _observe(params: ReleaseParameters, spec: ReleaseSpec, state: ReleaseState, *,
+             plain: bool = False) -> Observation | None:
+    """What Prometheus says now. ``plain``: calls, not task runs (a paused run may not start tasks)."""
     if not spec.policy.observes:
         return None  # the time policy judges nothing: no reason to ask Prometheus
     logger = get_run_logger()
+    counters = read_counters.fn if plain else read_counters
+    metrics = observe_metrics.fn if plain else observe_metrics
+    scrape = latest_scrape.fn if plain else latest_scrape
     try:
         if isinstance(spec.policy, ComparePolicy):
             # The first check also reads the counters as they were when the release started.
             first = state.judge is None or not state.judge.cursor
-            since = read_counters(params.prometheus, spec.namespace, spec.app, spec.versions,
-                                  state.started_at) if first else None
-            now = read_counters(params.prometheus, spec.namespace, spec.app, spec.versions)
+            since = counters(params.prometheus, spec.namespace, spec.app, spec.versions,
+                             state.started_at) if first else None
+            now = counters(params.prometheus, spec.namespace, spec.app, spec.versions)
+            if not now.series:
+                return Observation(time=time.time(),
+                                   unavailable=no_series(spec.namespace, spec.app, params.prometheus.url))
             return Observation(time=time.time(), counters=now, start_counters=since,
                                scraped_at=now.scraped_at)
         names = spec.policy.required_metrics(spec.versions)
-        values = observe_metrics(
-            params.prometheus, spec.namespace, spec.app, names, spec.policy.window, spec.versions
-        )
-        scraped = latest_scrape(params.prometheus, spec.namespace, spec.app) if spec.policy.observes else None
+        values = metrics(params.prometheus, spec.namespace, spec.app, names, spec.policy.window,
+                         spec.versions)
+        scraped = scrape(params.prometheus, spec.namespace, spec.app)
+        if scraped is None and all(v is None for per in values.values() for v in per.values()):
+            # Nothing at all, not even Istio's counters: say what was looked for, not just "no data".
+            return Observation(time=time.time(),
+                               unavailable=no_series(spec.namespace, spec.app, params.prometheus.url))
     except TemporaryError as exc:
         # Prometheus being away (or answering garbage) is "no data", which the policy's no-data
         # setting turns into a hold or a failure, and the progress deadline ends; it is not a
@@ -268,25 +324,6 @@ def _with_scrape_interval(params: ReleaseParameters) -> ReleaseParameters:
     return params.model_copy(update={"policy": policy})
 
 
-def _approve(params: ReleaseParameters, thread: ReleaseThread) -> tuple[bool, str]:
-    logger = get_run_logger()
-    thread.post(
-        f":raised_hand: {params.app}: {params.target} passed its last check and waits for approval "
-        f"(`lamia release approve {params.app} --namespace {params.namespace}`)"
-    )
-    logger.info(
-        "waiting up to %ss for approval to promote %s", params.approval_timeout_seconds, params.target
-    )
-    try:
-        answer = pause_flow_run(
-            wait_for_input=Approval, timeout=params.approval_timeout_seconds, poll_interval=2
-        )
-    except Exception as exc:  # timed out, or resumed without input
-        return False, f"no approval: {exc}"
-    note = f" ({answer.comment})" if answer.comment else ""
-    return (answer.approve, f"approved{note}" if answer.approve else f"approval refused{note}")
-
-
 def _apply(writer: RouteWriter, decision: Decision) -> None:
     if decision.weights is not None and decision.action in ("set_weights", "promote", "rollback"):
         writer.write(decision.weights, decision.state)
@@ -302,9 +339,18 @@ def _resumed(spec: ReleaseSpec, lease: Lease, history: ReleaseHistory, now: floa
     gap = now - (parse_time(lease.heartbeat) or now)
     reason = (f"resumed at step {state.steps} ({state.weights}) after the worker was lost: "
               f"{gap:.0f} s without a check (resume {lease.resumes})")
-    history.note("resumed", state.weights.as_dict(), reason, {"step": state.steps, "gap_s": round(gap, 1)})
+    # Not "resumed", which is a paused release let go on by a person.
+    history.note("taken-over", state.weights.as_dict(), reason, {"step": state.steps, "gap_s": round(gap, 1)})
     due = state.next_check_at if state.next_check_at is not None else now
     return Decision(action="hold", state=state, reason=reason, wake_at=max(now, due))
+
+
+def _forward(spec: ReleaseSpec, state: ReleaseState, decision: Decision) -> int | None:
+    """The target's weight after ``decision`` when it moves weight toward it (a step, a promotion)."""
+    if decision.weights is None or decision.action not in ("set_weights", "promote"):
+        return None
+    after = decision.weights[spec.target]
+    return after if after > state.weights[spec.target] or decision.action == "promote" else None
 
 
 def _drive(
@@ -319,12 +365,24 @@ def _drive(
     woke = time.monotonic()
     now = time.time()
     approved = not params.approval
+    approval_at = params.approval_weight()
+    controls = Controls(history.flow_run_id)
     decision = start(spec, now) if resume is None else _resumed(spec, resume, history, now)
+    before = decision.state
     while True:
-        if decision.action == "promote" and not approved:
-            approved, why = _approve(params, thread)
-            if not approved:
-                decision = abort(spec, decision.state, time.time(), why)
+        now = time.time()
+        if controls.promote is not None:
+            by = controls.promote
+            decision = promote_now(spec, before, now, f"promoted by hand by {by.by}"
+                                   + (f" ({by.why})" if by.why else ""))
+            history.note("promoted-by-hand", decision.state.weights.as_dict(), decision.reason,
+                         {"by": by.by, "why": by.why})
+        elif controls.paused is not None and resume is None and decision.action != "finish":
+            by = controls.paused
+            why = f"paused by {by.by}" + (f" ({by.why})" if by.why else "")
+            decision = held(spec, before, now, decision, why)
+        elif not approved and (after := _forward(spec, before, decision)) is not None and after > approval_at:
+            decision, approved = _await_approval(params, spec, writer, history, thread, before, decision)
         weights = decision.state.weights.as_dict()
         if resume is not None:
             resume = None  # the resumed state is on the cluster already: wait for its next check
@@ -341,13 +399,105 @@ def _drive(
         if decision.action == "finish":
             return Outcome.HELD, decision.state, decision.reason
         wake = decision.wake_at if decision.wake_at is not None else time.time() + spec.policy.interval
-        _wait_until(wake, history.flow_run_id)
+        _wait_until(wake, history.flow_run_id, controls, history, thread, weights)
         woke = time.monotonic()
-        observation = _observe(params, spec, decision.state)
+        before = decision.state
+        if controls.promote is not None:
+            continue
+        observation = _observe(params, spec, before)
         chaos.point("observation")
         # Traffic split by someone else is no evidence about the target: look before judging.
         writer.check()
-        decision = decide(spec, decision.state, time.time(), observation)
+        decision = decide(spec, before, time.time(), observation)
+
+
+class _Checker(threading.Thread):
+    """The checks of a release waiting for approval, in a thread while the run is paused: each is
+    recorded, none moves weight, and one that rolls back ends the wait (it resumes the run)."""
+
+    def __init__(self, params: ReleaseParameters, spec: ReleaseSpec, writer: RouteWriter,
+                 history: ReleaseHistory, state: ReleaseState) -> None:
+        super().__init__(name="lamia-approval-checks", daemon=True)
+        self.params, self.spec, self.writer, self.history, self.state = params, spec, writer, history, state
+        self.ended: Decision | None = None
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self._context = contextvars.copy_context()
+
+    def run(self) -> None:
+        self._context.run(self._checks)
+
+    def _checks(self) -> None:
+        from prefect.flow_runs import resume_flow_run
+
+        while not self.stop.wait(max(0.0, (self.state.next_check_at or time.time()) - time.time())):
+            try:
+                # Plain calls, not tasks: a paused run may not start tasks.
+                observation = _observe(self.params, self.spec, self.state, plain=True)
+                self.writer.check(plain=True)
+                decision = decide(self.spec, self.state, time.time(), observation)
+            except BaseException as exc:
+                self.error = exc
+                decision = None
+            if decision is not None and decision.action == "rollback":
+                self.ended = decision
+            if self.error is not None or self.ended is not None:
+                why = str(self.error or (self.ended.reason if self.ended else ""))
+                with contextlib.suppress(Exception):
+                    resume_flow_run(UUID(self.history.flow_run_id),
+                                    run_input={"decision": "roll back", "by": "lamia",
+                                               "comment": f"a check failed while waiting: {why}"})
+                return
+            assert decision is not None
+            hold = held(self.spec, self.state, time.time(), decision, "waiting for approval")
+            with contextlib.suppress(Exception):
+                self.writer.record(hold.state, plain=True)
+                self.history.step(hold, hold.state.weights.as_dict())
+            self.state = hold.state
+
+
+def _await_approval(params: ReleaseParameters, spec: ReleaseSpec, writer: RouteWriter,
+                    history: ReleaseHistory, thread: ReleaseThread, before: ReleaseState,
+                    pending: Decision) -> tuple[Decision, bool]:
+    """Wait for a person's answer before ``pending`` (the move past the approval weight), the checks
+    going on meanwhile; the decision to apply, and whether the release is approved from now on."""
+    logger = get_run_logger()
+    weights = before.weights.as_dict()
+    hint = f"`lamia release approve -a {params.app} -n {params.namespace}` (or Resume in the Prefect UI)"
+    text = (f"{params.target} holds {before.weights[params.target]}% and waits for approval to go on "
+            f"({pending.reason}): {hint}")
+    history.note("waiting-for-approval", weights, text, {"timeout_s": params.approval_timeout_seconds})
+    thread.post(f":raised_hand: {params.app}: {text}")
+    thread.flush(timeout=5)  # a task submitted before the pause must start before it
+    logger.info("waiting up to %ss for approval: %s", params.approval_timeout_seconds, text)
+    checker = _Checker(params, spec, writer, history, held(spec, before, time.time(), pending,
+                                                           "waiting for approval").state)
+    checker.start()
+    try:
+        answer: Approval | None = pause_flow_run(
+            wait_for_input=Approval, timeout=params.approval_timeout_seconds, poll_interval=2)
+        problem = None
+    except Exception as exc:  # timed out, or resumed without input
+        answer, problem = None, f"no approval within {params.approval_timeout_seconds} s ({exc})"
+    finally:
+        checker.stop.set()
+        checker.join(timeout=30)
+    if checker.error is not None:
+        raise checker.error
+    now = time.time()
+    if checker.ended is not None:
+        return checker.ended, False
+    if answer is None or answer.decision != "go on":
+        why = problem or "no answer"
+        if answer is not None:
+            why = (f"approval refused by {answer.by or 'someone in the Prefect UI'}"
+                   + (f" ({answer.comment})" if answer.comment else ""))
+        return abort(spec, checker.state, now, why), False
+    by = answer.by or "someone in the Prefect UI"
+    reason = f"approved by {by}" + (f" ({answer.comment})" if answer.comment else "")
+    history.note("approved", weights, reason, {"by": by, "comment": answer.comment})
+    thread.post(f":white_check_mark: {params.app}: {reason}; going on")
+    return pending, True
 
 
 def _restore_baseline(writer: RouteWriter, baseline: str) -> Weights:
@@ -376,6 +526,8 @@ def canary_release(params: ReleaseParameters) -> State:
     ctx = FlowRunContext.get()
     assert ctx is not None and ctx.flow_run is not None
     run_id, run_name = str(ctx.flow_run.id), ctx.flow_run.name
+    # Tagged first: a run refused for its input or a held lease is in the app's history too.
+    tag_run(run_id, "lamia", app_tag(params.namespace, params.app), "lamia/kind:canary-release")
 
     # Everything that can be wrong with the input is found before the first write.
     match = compile_condition(params.condition) if params.condition else None
@@ -429,10 +581,7 @@ def canary_release(params: ReleaseParameters) -> State:
         except ForeignChange as exc:
             outcome, reason, final = _interrupted(exc, history, writer)
         except BaseException as exc:
-            cancelled = isinstance(exc, Cancellation) or type(exc).__name__ in {
-                "TerminationSignal",
-                "KeyboardInterrupt",
-            }
+            cancelled = isinstance(exc, Cancellation | TerminationSignal | KeyboardInterrupt)
             what = Outcome.CANCELLED if cancelled else Outcome.FAILED
             reason = f"release {what}: {exc}" if str(exc) else f"release {what}: {type(exc).__name__}"
             try:
@@ -451,7 +600,7 @@ def canary_release(params: ReleaseParameters) -> State:
                     renew_lease(params.kubernetes, application, run_id, {"timeout": 0.0})
             logger.error(reason)
             history.finished(what, weights, reason)
-            thread.post(slack_text.format_failed(thread.info, reason, weights=weights or None))
+            thread.post(slack_text.format_failed(thread.info, reason, weights=weights or None), outcome=True)
             thread.close()
             if cancelled:
                 return Cancelled(message=reason)
@@ -476,17 +625,18 @@ def canary_release(params: ReleaseParameters) -> State:
         final_state = Completed(message=f"promoted {params.target}: {reason}", name=outcome.state_name,
                                 data=result)
     elif outcome is Outcome.HELD:
-        text = f":pause_button: {params.app}: release held at {slack_text.format_weights(final)} ({reason})"
+        text = slack_text.format_held(thread.info, reason, weights=final)
         final_state = Completed(message=f"held: {reason}", name=outcome.state_name, data=result)
     elif outcome is Outcome.INTERRUPTED:
         text = slack_text.format_interrupted(thread.info, reason, weights=final or None)
-        final_state = Failed(message=reason, name=outcome.state_name, data=result)
+        final_state = Failed(message=reason, name=outcome.state_name, data=ReleaseEnded(result))
     else:
         text = slack_text.format_rolled_back(thread.info, reason, history.last_evidence)
         final_state = Failed(
-            message=f"rolled back to {params.baseline}: {reason}", name=outcome.state_name, data=result
+            message=f"rolled back to {params.baseline}: {reason}", name=outcome.state_name,
+            data=ReleaseEnded(result),
         )
-    thread.post(text)
+    thread.post(text, outcome=True)
     thread.close()
     return final_state
 
@@ -505,4 +655,4 @@ def _interrupted(
     return Outcome.INTERRUPTED, reason, found
 
 
-__all__ = ["Approval", "ReleaseOutcome", "canary_release"]
+__all__ = ["Approval", "ReleaseEnded", "ReleaseOutcome", "canary_release", "outcome_of"]

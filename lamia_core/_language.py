@@ -169,9 +169,9 @@ def parse(parser: Lark, text: str, vocab: Vocabulary) -> Any:
     try:
         return parser.parse(text)
     except Located as exc:
-        raise error_at(text, exc.line, exc.column, exc.reason, vocab.language) from None
+        raise error_at(text, exc.line, exc.column, exc.reason, vocab.language) from exc
     except LarkError as exc:
-        raise to_language_error(exc, text, vocab) from None
+        raise to_language_error(exc, text, vocab) from exc
 
 
 def to_language_error(exc: LarkError, text: str, vocab: Vocabulary) -> LanguageError:

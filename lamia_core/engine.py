@@ -34,7 +34,7 @@ Semantics (the defaults are those of the policies, :mod:`lamia_core.policies`):
   statistics in ``state.judge``: its verdicts step, promote, hold or roll back at once
   (a regression shown with the policy's confidence needs no failure count); its no
   data holds, never fails nor passes.
-- Terminal phases (promoted, rolled_back, held) answer ``finish`` forever;
+- Terminal phases (promoted, rolled-back, held: each named like its Outcome) answer ``finish`` forever;
   rollback and abort always leave the baseline at 100: a gateway is never left
   half-shifted unless the user asked for a hold.
 
@@ -78,6 +78,7 @@ from lamia_core.models import (
     Weights,
     check_label_value,
 )
+from lamia_core.outcome import Outcome
 from lamia_core.policies import (
     ComparePolicy,
     Evidence,
@@ -86,6 +87,7 @@ from lamia_core.policies import (
     TimePolicy,
     Verdict,
 )
+from lamia_core.text import weights_text
 
 __all__ = [
     "TERMINAL_PHASES",
@@ -96,12 +98,16 @@ __all__ = [
     "ReleaseState",
     "abort",
     "decide",
+    "held",
+    "promote_now",
     "start",
 ]
 
-Phase = Literal["progressing", "promoted", "rolled_back", "held"]
+#: Where a release stands; a terminal phase is named like its Outcome (lamia_core.outcome).
+Phase = Literal["progressing", "promoted", "rolled-back", "held"]
 Action = Literal["set_weights", "hold", "promote", "rollback", "finish"]
-TERMINAL_PHASES: frozenset[str] = frozenset({"promoted", "rolled_back", "held"})
+TERMINAL_PHASES: frozenset[str] = frozenset(o.value for o in (Outcome.PROMOTED, Outcome.ROLLED_BACK,
+                                                               Outcome.HELD))
 
 
 class ReleaseSpec(Frozen):
@@ -304,7 +310,7 @@ def _t(t: float) -> str:
 
 
 def _desc(w: Weights) -> str:
-    return ",".join(f"{k}={v}" for k, v in w.items())
+    return weights_text(w.root)
 
 
 # -- decisions -----------------------------------------------------------------------------------
@@ -336,14 +342,37 @@ def start(spec: ReleaseSpec, now: float) -> Decision:
 def abort(spec: ReleaseSpec, state: ReleaseState, now: float, reason: str) -> Decision:
     """Roll back to the baseline (cancel, crash, failure of the flow itself); finish if already over."""
     if state.terminal:
-        return _finish(state, f"release already {state.phase.replace('_', ' ')}; nothing to abort ({reason})")
+        return _finish(state, f"release already {state.phase.replace('-', ' ')}; nothing to abort ({reason})")
     return _rollback(spec, state, now, f"aborted: {reason}; rolling back to {spec.baseline}", ())
+
+
+def promote_now(spec: ReleaseSpec, state: ReleaseState, now: float, reason: str) -> Decision:
+    """A person promotes the target now (``lamia release promote``): all traffic to it, the release over."""
+    if state.terminal:
+        return _finish(state, f"release already {state.phase.replace('-', ' ')}; nothing to promote "
+                       f"({reason})")
+    weights = _weights(spec, {v: 100 if v == spec.target else 0 for v in spec.versions})
+    done = state.model_copy(update={
+        "phase": "promoted", "weights": weights, "winner": spec.target, "next_check_at": None,
+        "last_change_at": now, "steps": state.steps + (weights != state.weights),
+    })
+    return Decision(action="promote", weights=weights, state=done, reason=f"{reason}: {spec.target} promoted "
+                    "to 100% by hand")
+
+
+def held(spec: ReleaseSpec, state: ReleaseState, now: float, decision: Decision, why: str) -> Decision:
+    """``decision`` seen but not applied (the release is paused, or waits for approval): the weights,
+    and what the judge has counted, stay as in ``state``; the check is recorded with its evidence,
+    and the time held does not count toward the progress deadline."""
+    nxt = state.model_copy(update={"next_check_at": now + spec.policy.interval, "last_change_at": now})
+    return Decision(action="hold", state=nxt, evidence=decision.evidence, wake_at=nxt.next_check_at,
+                    reason=f"{why}; the check says: {decision.reason}")
 
 
 def decide(spec: ReleaseSpec, state: ReleaseState, now: float, observation: Observation | None) -> Decision:
     """The next decision, given the state left by the previous one, the time and the latest observation."""
     if state.terminal:
-        return _finish(state, f"release {state.phase.replace('_', ' ')}; nothing left to do")
+        return _finish(state, f"release {state.phase.replace('-', ' ')}; nothing left to do")
     if state.next_check_at is not None and now < state.next_check_at:
         return Decision(action="hold", state=state, wake_at=state.next_check_at,
                         reason=f"too early: next check at t={_t(state.next_check_at)}, now t={_t(now)}")
@@ -519,7 +548,7 @@ def _rollback(spec: ReleaseSpec, state: ReleaseState, now: float, reason: str,
               evidence: Sequence[Evidence]) -> Decision:
     weights = _weights(spec, {v: 100 if v == spec.baseline else 0 for v in spec.versions})
     done = state.model_copy(update={
-        "phase": "rolled_back", "weights": weights, "next_check_at": None, "last_change_at": now,
+        "phase": Outcome.ROLLED_BACK.value, "weights": weights, "next_check_at": None, "last_change_at": now,
         "steps": state.steps + (weights != state.weights),
     })
     return Decision(action="rollback", weights=weights, reason=reason, evidence=tuple(evidence), state=done)

@@ -28,19 +28,36 @@ that matters to callers is whether trying again can help::
                                   HTML page, a cut-off body, a wrong JSON shape)
 
 Retrying code needs exactly one line: ``retry if isinstance(exc, TemporaryError)``.
+An error from a service carries what a caller may want to act on besides the
+message: the HTTP ``status`` (None without an answer), the ``server`` asked and
+the ``subject`` (the object or the query); the cause stays chained (``from exc``).
 Conflicts are their own kind because retrying them blindly would overwrite
 another writer; only the code that knows how to re-apply its change retries them.
 """
 
 from __future__ import annotations
 
+from typing import TypedDict
+
+
+class About(TypedDict, total=False):
+    """What an error from a service is about, as keyword arguments of any :class:`LamiaError`."""
+
+    status: int | None
+    server: str | None
+    subject: str | None
+
 
 class LamiaError(Exception):
     """Base of every error Lamia raises on purpose."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, status: int | None = None, server: str | None = None,
+                 subject: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.status = status
+        self.server = server
+        self.subject = subject
 
     def __str__(self) -> str:
         return self.message

@@ -175,12 +175,12 @@ def exposure_of(vs: Obj | None) -> Exposure | None:
         return None
     try:
         return Exposure.model_validate_json(raw)
-    except ValidationError:
+    except ValidationError as exc:
         meta = (vs or {}).get("metadata") or {}
         raise InvalidInput(
             f"VirtualService {meta.get('namespace')}/{meta.get('name')} has an unreadable "
             f"{EXPOSURE_ANNOTATION} annotation: remove it by hand, then expose again"
-        ) from None
+        ) from exc
 
 
 def _owned_meta(obj: Obj, app: Application, name: str) -> None:

@@ -47,6 +47,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from lamia_core._base import Obj
 from lamia_core.errors import (
+    About,
     ConflictError,
     Forbidden,
     ForeignChange,
@@ -309,32 +310,34 @@ class KubeAdapter:
             if exc.body:
                 detail = str(exc.body)[:300]
         head = f"cannot {action} {what}"
+        about: About = {"status": status, "server": self.server, "subject": what}
         if status == 404:
-            return NotFound(f"{head}: {detail}")
+            return NotFound(f"{head}: {detail}", **about)
         if status in (400, 422):
-            return InvalidInput(f"{head}: the cluster rejected it: {detail}")
+            return InvalidInput(f"{head}: the cluster rejected it: {detail}", **about)
         if status in (401, 403):
-            return Forbidden(f"{head}: {self.server} refused with HTTP {status}: {detail}")
+            return Forbidden(f"{head}: {self.server} refused with HTTP {status}: {detail}", **about)
         if status == 409:
-            return ConflictError(f"{head}: {detail}")
+            return ConflictError(f"{head}: {detail}", **about)
         if status == 429 or status >= 500:
-            return ServerError(f"{head}: {self.server} answered HTTP {status}: {detail}")
-        return InvalidInput(f"{head}: {self.server} answered HTTP {status}: {detail}")
+            return ServerError(f"{head}: {self.server} answered HTTP {status}: {detail}", **about)
+        return InvalidInput(f"{head}: {self.server} answered HTTP {status}: {detail}", **about)
 
     def _transport_error(self, action: str, what: str, exc: urllib3.exceptions.HTTPError) -> LamiaError:
         reason: BaseException = exc
         if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
             reason = exc.reason
         # NewConnectionError subclasses ConnectTimeoutError: test it first.
+        about: About = {"server": self.server, "subject": what}
         if isinstance(reason, urllib3.exceptions.NewConnectionError):
             short = str(reason).split(": ", 1)[-1]
             return Unreachable(f"cannot reach the Kubernetes API server at {self.server} "
-                               f"to {action} {what}: {short}")
+                               f"to {action} {what}: {short}", **about)
         if isinstance(reason, urllib3.exceptions.TimeoutError):
             return Timeout(f"the Kubernetes API server at {self.server} did not answer within "
-                           f"{self.config.request_timeout:g}s to {action} {what}")
+                           f"{self.config.request_timeout:g}s to {action} {what}", **about)
         return Unreachable(f"cannot talk to the Kubernetes API server at {self.server} "
-                           f"to {action} {what}: {reason}")
+                           f"to {action} {what}: {reason}", **about)
 
     def _json(self, action: str, what: str, call: Callable[[], Any]) -> Obj:
         with self._errors(action, what):
@@ -533,11 +536,16 @@ class KubeAdapter:
             "--service NAME"
         )
 
+    #: Whether the namespace the last init_namespace labelled existed before it.
+    namespace_existed: bool = True
+
     def init_namespace(self, namespace: str) -> Obj:
-        """Label a namespace for Istio sidecar injection and Lamia; create it when missing."""
+        """Label a namespace for Istio sidecar injection and Lamia; create it when missing
+        (:attr:`namespace_existed` then says so)."""
         check_dns_label("namespace", namespace)
 
         def mutate(ns: Obj | None) -> Obj:
+            self.namespace_existed = ns is not None
             ns = ns or {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
             meta = ns.setdefault("metadata", {})
             meta["labels"] = {**(meta.get("labels") or {}), **NAMESPACE_LABELS}

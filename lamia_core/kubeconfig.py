@@ -50,14 +50,14 @@ def default_paths() -> list[str]:
 def _load(path: str) -> Obj:
     try:
         text = Path(path).read_text()
-    except FileNotFoundError:
-        raise InvalidInput(f"kubeconfig file {path} does not exist") from None
+    except FileNotFoundError as exc:
+        raise InvalidInput(f"kubeconfig file {path} does not exist") from exc
     except OSError as exc:
-        raise InvalidInput(f"cannot read kubeconfig file {path}: {exc.strerror or exc}") from None
+        raise InvalidInput(f"cannot read kubeconfig file {path}: {exc.strerror or exc}") from exc
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise InvalidInput(f"kubeconfig file {path} is not YAML: {exc}") from None
+        raise InvalidInput(f"kubeconfig file {path} is not YAML: {exc}") from exc
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -139,7 +139,7 @@ def _read_bytes(ref: str, base: str, what: str, key: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise InvalidInput(f"kubeconfig {base}: {what} {key} {path}: {exc.strerror or exc}") from None
+        raise InvalidInput(f"kubeconfig {base}: {what} {key} {path}: {exc.strerror or exc}") from exc
 
 
 def _inline(section: Obj, files: dict[str, str], base: str, what: str) -> Obj:

@@ -289,6 +289,12 @@ def counter_queries(namespace: str, app: str) -> dict[str, str]:
     }
 
 
+def no_series(namespace: str, app: str, where: str) -> str:
+    """Why a reading is empty, said so that it can be checked: the series Lamia looked for."""
+    return (f"Prometheus at {where} has no series {REQUESTS}{_selector(namespace, app, None)}: {app} has "
+            f"served no request yet, or Prometheus does not scrape its sidecars (lamia doctor checks)")
+
+
 def samples_query(namespace: str, app: str, seconds: int) -> str:
     """The raw samples of ``app``'s request counters over the last ``seconds``, to measure the scrape
     interval from their timestamps."""

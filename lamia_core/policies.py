@@ -26,6 +26,7 @@ to the weights is the engine's business (:mod:`lamia_core.engine`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, TypeGuard
 
@@ -34,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from lamia_core import expressions
 from lamia_core.errors import InvalidInput
 from lamia_core.judge import JudgeSettings
-from lamia_core.metrics import duration_seconds, metric_names
+from lamia_core.metrics import CATALOG, duration_seconds, metric_names
+from lamia_core.text import evidence_text, number_text
 
 #: The metric every observing policy needs: requests per version in the window.
 REQUESTS_METRIC = "upstream_rq_total"
@@ -51,19 +53,43 @@ WINDOW_SCRAPES = 4
 DEFAULT_PROGRESS_DEADLINE = 600.0
 
 
+def _metric_of(node: expressions.Expr) -> tuple[str | None, str] | None:
+    """(version, metric) of a bare metric name (version None: the scored one) or a metric reference."""
+    if isinstance(node, expressions.Name) and node.name in CATALOG:
+        return None, node.name
+    if isinstance(node, expressions.MetricRef) and node.metric in CATALOG:
+        return node.version, node.metric
+    return None
+
+
+def value_range(program: expressions.Program) -> tuple[float, float] | None:
+    """The values an expression can take when that is plain from its form (a metric; one count over
+    the total count of the same version, a share from 0 to 1; one minus such a share); None otherwise."""
+    if program.statements:
+        return None
+    node = program.result
+    metric = _metric_of(node)
+    if metric is not None:
+        return 0.0, math.inf
+    if (isinstance(node, expressions.Binary) and node.op == "-" and isinstance(node.left, expressions.Number)
+            and node.left.value == 1):
+        inner = value_range(expressions.Program(statements=(), result=node.right))
+        return (0.0, 1.0) if inner == (0.0, 1.0) else None
+    if isinstance(node, expressions.Binary) and node.op == "/":
+        top, bottom = _metric_of(node.left), _metric_of(node.right)
+        if (top is not None and bottom is not None and top[0] == bottom[0] and bottom[1] == REQUESTS_METRIC
+                and CATALOG[top[1]].kind == "count"):
+            return 0.0, 1.0
+    return None
+
+
 def _is_number(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _fmt(value: float | str | None) -> str:
-    if value is None:
-        return "nil"
-    if isinstance(value, str):
-        return value
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    # Ratios keep 4 significant digits; counts and milliseconds, one decimal.
-    return f"{value:.4g}" if abs(value) < 1000 else f"{value:.1f}"
+    # The languages' word for no value is nil, in their messages too.
+    return number_text(value, none="nil")
 
 
 class Evidence(BaseModel):
@@ -84,10 +110,7 @@ class Evidence(BaseModel):
     """True/False when the value was judged; None when it could not be (nil) or was for reference."""
 
     def describe(self) -> str:
-        who = f"{self.version} " if self.version else ""
-        if self.threshold is None:
-            return f"{who}{self.metric} = {_fmt(self.value)} ({self.comparison})"
-        return f"{who}{self.metric} = {_fmt(self.value)} ({self.comparison} {_fmt(self.threshold)})"
+        return evidence_text(self, none="nil")
 
 
 Outcome = Literal["pass", "fail", "no_data", "hold"]
@@ -378,6 +401,16 @@ class HealthPolicy(_Scored):
     def source(self) -> str:
         return self.expression
 
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        reach = value_range(self._program)
+        if reach is not None and not reach[0] <= self.threshold <= reach[1]:
+            lo, hi = reach
+            what = ("a share of requests, a number from 0 to 1 (e.g. 0.8 for 80 %)" if (lo, hi) == (0.0, 1.0)
+                    else f"a number from {_fmt(lo)} to {_fmt(hi)}")
+            raise InvalidInput(f"threshold {_fmt(self.threshold)} is outside what {self.expression!r} can "
+                               f"reach: it is {what}")
+
     def assess(self, *, baseline: str, target: str, versions: Sequence[str],
                weights: Mapping[str, int], values: Values) -> Verdict:
         evidence, short = self._requests((target,), values)
@@ -610,3 +643,12 @@ Policy = Annotated[TimePolicy | HealthPolicy | MetricPolicy | CustomPolicy | Com
 """Any policy; the ``kind`` field says which."""
 
 ObservingPolicy = HealthPolicy | MetricPolicy | CustomPolicy | ComparePolicy
+
+
+def policy_kinds() -> dict[str, tuple[str, ...]]:
+    """Each policy kind and the settings it takes (``kind`` aside), for messages and forms."""
+    kinds: dict[str, tuple[str, ...]] = {}
+    for model in (ComparePolicy, HealthPolicy, MetricPolicy, CustomPolicy, TimePolicy):
+        kind = model.model_fields["kind"].default
+        kinds[kind] = tuple(name for name in model.model_fields if name != "kind")
+    return kinds

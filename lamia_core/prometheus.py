@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from urllib3.util.retry import Retry
 
 from lamia_core.errors import (
+    About,
     BadAnswer,
     Forbidden,
     InvalidInput,
@@ -164,12 +165,13 @@ class PrometheusAdapter:
             # Prometheus' own answer to a query whose result is a scalar or a string: the query's fault.
             raise QueryError(
                 f"Prometheus at {self.url} answered query {promql!r} with a scalar or string, "
-                "not an instant vector"
+                "not an instant vector", server=self.url, subject=promql
             )
         if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
             raise BadAnswer(
                 f"Prometheus at {self.url} answered something that is not a query result to query "
-                f"{promql!r}: {_sample(result)} (an instant vector was expected)"
+                f"{promql!r}: {_sample(result)} (an instant vector was expected)",
+                server=self.url, subject=promql,
             )
         return result
 
@@ -182,6 +184,7 @@ class PrometheusAdapter:
         return True
 
     def _call(self, promql: str, fn: Callable[[], T]) -> T:
+        about: About = {"server": self.url, "subject": promql}
         try:
             return fn()
         except _HTTPFailure as exc:
@@ -189,25 +192,25 @@ class PrometheusAdapter:
         except requests.exceptions.Timeout as exc:
             raise Timeout(
                 f"Prometheus at {self.url} did not answer within {self.config.timeout:g}s "
-                f"to query {promql!r}"
+                f"to query {promql!r}", **about
             ) from exc
         except requests.exceptions.SSLError as exc:
             raise Unreachable(
-                f"TLS with Prometheus at {self.url} failed for query {promql!r}: {_root_cause(exc)}"
+                f"TLS with Prometheus at {self.url} failed for query {promql!r}: {_root_cause(exc)}", **about
             ) from exc
         except requests.exceptions.ConnectionError as exc:
             raise Unreachable(
-                f"cannot reach Prometheus at {self.url} for query {promql!r}: {_root_cause(exc)}"
+                f"cannot reach Prometheus at {self.url} for query {promql!r}: {_root_cause(exc)}", **about
             ) from exc
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
                 requests.exceptions.MissingSchema) as exc:
-            raise InvalidInput(f"Prometheus URL {self.url!r} is not usable: {exc}") from exc
+            raise InvalidInput(f"Prometheus URL {self.url!r} is not usable: {exc}", **about) from exc
         except (requests.exceptions.RequestException, ValueError, KeyError, TypeError,
                 PrometheusApiClientException) as exc:
             # A body that is not Prometheus' JSON (a proxy's page, a cut-off answer).
             raise BadAnswer(
                 f"Prometheus at {self.url} answered something that is not a query result to query "
-                f"{promql!r}: {type(exc).__name__}: {_sample(exc)}"
+                f"{promql!r}: {type(exc).__name__}: {_sample(exc)}", **about
             ) from exc
 
     def _raise_for_status(self, promql: str, response: requests.Response) -> NoReturn:
@@ -215,18 +218,19 @@ class PrometheusAdapter:
         kind, detail = _prometheus_error(response)
         what = f"Prometheus at {self.url} answered HTTP {status}" + (f" ({kind})" if kind else "")
         msg = f"{what} to query {promql!r}: {detail}"
+        about: About = {"status": status, "server": self.url, "subject": promql}
         if status in (400, 422):
             # bad_data (syntax) and execution errors: the same query fails the same way.
-            raise QueryError(msg)
+            raise QueryError(msg, **about)
         if status in (401, 403):
-            raise Forbidden(msg)
+            raise Forbidden(msg, **about)
         if status == 404:
-            raise NotFound(f"no Prometheus query API at {self.url} (HTTP 404 for query {promql!r})")
+            raise NotFound(f"no Prometheus query API at {self.url} (HTTP 404 for query {promql!r})", **about)
         if status == 408 or kind == "timeout":
-            raise Timeout(msg)
+            raise Timeout(msg, **about)
         if status == 429 or status >= 500:
-            raise ServerError(msg)
-        raise QueryError(msg)
+            raise ServerError(msg, **about)
+        raise QueryError(msg, **about)
 
     def config_text(self) -> str:
         """Prometheus' configuration as it runs it (``/api/v1/status/config``), defaults filled in."""
@@ -326,7 +330,7 @@ class PrometheusAdapter:
                 try:
                     value = float(row["value"][1])
                 except (KeyError, IndexError, TypeError, ValueError) as exc:
-                    raise ServerError(f"Prometheus at {self.url} returned a malformed sample for query "
+                    raise BadAnswer(f"Prometheus at {self.url} returned a malformed sample for query "
                                       f"{queries[name]!r}: {row!r}") from exc
                 if not math.isfinite(value):
                     continue

@@ -26,12 +26,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from lamia_core.lease import Lease
+from lamia_core.outcome import Outcome
 
 Action = Literal["none", "drop", "rollback", "resume"]
 #: Prefect state types after which a run cannot write again.
 FINAL_STATE_TYPES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 #: Engine phases in which the gateway is where the release left it on purpose.
-TERMINAL_PHASES = frozenset({"promoted", "rolled_back", "held"})
+TERMINAL_PHASES = frozenset(o.value for o in (Outcome.PROMOTED, Outcome.ROLLED_BACK, Outcome.HELD))
 #: A release is resumed on a new worker at most this many times, then rolled back.
 MAX_RESUMES = 2
 
@@ -78,9 +79,9 @@ def assess(lease: Lease, now: float, run: RunInfo, *, max_resumes: int = MAX_RES
         return Recovery(action="none", reason=f"{lease.kind} run still {run.state_name or 'unknown'}")
     if phase in TERMINAL_PHASES:
         if run.final or lease.is_stale(now):
-            return Recovery(action="drop", reason=f"the release had ended ({phase.replace('_', ' ')}) but "
+            return Recovery(action="drop", reason=f"the release had ended ({phase.replace('-', ' ')}) but "
                                                   f"its lease was not given back ({quiet})")
-        return Recovery(action="none", reason=f"the release is ending ({phase.replace('_', ' ')})")
+        return Recovery(action="none", reason=f"the release is ending ({phase.replace('-', ' ')})")
     crashed = run.found and run.state_type == "CRASHED"
     if run.final and not crashed:
         return Recovery(action="rollback", reason=f"flow run ended ({run.state_name}) {at} without ending "

@@ -23,7 +23,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -31,6 +31,7 @@ from slack_sdk.web import WebClient
 from slack_sdk.webhook import WebhookClient
 
 from lamia_core.errors import InvalidInput
+from lamia_core.text import EvidenceLike, evidence_text, weights_text
 
 log = logging.getLogger("lamia.slack")
 
@@ -112,19 +113,6 @@ def _check_url(name: str, url: str) -> None:
 # --- formatting (pure) --------------------------------------------------------------------------
 
 
-class EvidenceLike(Protocol):
-    """What a rollback message shows of one measurement (``lamia_core.policies.Evidence`` fits)."""
-
-    @property
-    def version(self) -> str | None: ...
-    @property
-    def metric(self) -> str: ...
-    @property
-    def value(self) -> float | str | None: ...
-    @property
-    def threshold(self) -> float | None: ...
-
-
 @dataclass(frozen=True)
 class ReleaseInfo:
     """What every message of a release names."""
@@ -142,18 +130,8 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def format_value(value: float | str | None) -> str:
-    if value is None:
-        return "no data"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int | float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 def format_weights(weights: Mapping[str, int]) -> str:
-    return ", ".join(f"{escape(v)} {w}%" for v, w in sorted(weights.items()))
+    return weights_text(weights, escape=escape)
 
 
 def _who(r: ReleaseInfo) -> str:
@@ -181,16 +159,7 @@ def format_promoted(r: ReleaseInfo, *, reason: str | None = None) -> str:
 
 
 def format_evidence(ev: EvidenceLike) -> str:
-    who = f"{escape(ev.version)}: " if ev.version else ""
-    line = f"{who}{escape(ev.metric)} = {format_value(ev.value)}"
-    comparison = getattr(ev, "comparison", None)
-    if ev.threshold is not None:
-        how = f"{escape(str(comparison))} " if comparison else ""
-        line += f" (threshold {how}{format_value(ev.threshold)})"
-    passed = getattr(ev, "passed", None)
-    if passed is not None:
-        line += " ✓" if passed else " ✗"
-    return line
+    return evidence_text(ev, escape=escape)
 
 
 def format_rolled_back(r: ReleaseInfo, reason: str, evidence: Sequence[EvidenceLike] = ()) -> str:
@@ -202,6 +171,10 @@ def format_rolled_back(r: ReleaseInfo, reason: str, evidence: Sequence[EvidenceL
             lines.append(f"• … and {len(evidence) - MAX_EVIDENCE_LINES} more")
         text += "\nMeasured:\n" + "\n".join(lines)
     return text
+
+
+def format_held(r: ReleaseInfo, reason: str, *, weights: Mapping[str, int]) -> str:
+    return f":pause_button: {_who(r)}: release held at {format_weights(weights)} ({escape(reason)})"
 
 
 def format_interrupted(r: ReleaseInfo, reason: str, *, weights: Mapping[str, int] | None = None) -> str:
@@ -296,30 +269,6 @@ class SlackNotifier:
         log.warning("Slack did not take the message after %d attempt(s) (%s); the release goes on without it",
                     attempts, result.reason)
         return None
-
-    # Each release event; the started message's ts is the thread for the others.
-
-    def started(self, release: ReleaseInfo, *, policy: str | None = None) -> str | None:
-        """Posts the first message; its ts (the release's thread), or None."""
-        return self.post(format_started(release, policy=policy))
-
-    def step(self, release: ReleaseInfo, weights: Mapping[str, int], *, thread_ts: str | None,
-             step: int | None = None, steps: int | None = None) -> str | None:
-        if not self.config.notify_steps:
-            return None
-        return self.post(format_step(release, weights, step=step, steps=steps), thread_ts=thread_ts)
-
-    def promoted(self, release: ReleaseInfo, *, thread_ts: str | None,
-                 reason: str | None = None) -> str | None:
-        return self.post(format_promoted(release, reason=reason), thread_ts=thread_ts, broadcast=True)
-
-    def rolled_back(self, release: ReleaseInfo, reason: str, evidence: Sequence[EvidenceLike] = (), *,
-                    thread_ts: str | None) -> str | None:
-        return self.post(format_rolled_back(release, reason, evidence), thread_ts=thread_ts, broadcast=True)
-
-    def failed(self, release: ReleaseInfo, error: str, *, thread_ts: str | None,
-               weights: Mapping[str, int] | None = None) -> str | None:
-        return self.post(format_failed(release, error, weights=weights), thread_ts=thread_ts, broadcast=True)
 
     # --- one HTTP attempt ---------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ to the upstream Prometheus, unless told otherwise:
   stopped), :meth:`come_back` opens it again on the same port;
 - ``mode = "html"`` answers 200 with an HTML page (a login proxy), ``"text"`` a
   cut-off body, ``"shape"`` JSON of another shape than a query result, as a
-  misconfigured proxy in front of Prometheus does.
+  misconfigured proxy in front of Prometheus does; ``"empty"`` answers every instant query with
+  a well-formed result holding no series (a Prometheus that scrapes nothing of the app), other
+  requests are forwarded.
 
 Every request is counted by the mode it met (:attr:`served`).
 """
@@ -24,13 +26,15 @@ from typing import Any, Literal
 
 from lamia_sandbox._lifecycle import Service, ServingThread, free_port
 
-Mode = Literal["forward", "html", "text", "shape"]
+Mode = Literal["forward", "html", "text", "shape", "empty"]
 _LOGIN_PAGE = b"<!doctype html><html><body><h1>Sign in</h1><form action=/login></form></body></html>"
 _GARBAGE: dict[str, tuple[str, bytes]] = {
     "html": ("text/html", _LOGIN_PAGE),
     "text": ("application/json", b'{"status":"success","data":{"resultType":"vector","res'),
     "shape": ("application/json",
               json.dumps({"status": "success", "data": {"result": {"oops": 1}}}).encode()),
+    "empty": ("application/json",
+              json.dumps({"status": "success", "data": {"resultType": "vector", "result": []}}).encode()),
 }
 
 
@@ -85,6 +89,8 @@ def _handler(proxy: PrometheusProxy) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self) -> None:
             mode = proxy.mode
+            if mode == "empty" and self.path.partition("?")[0] != "/api/v1/query":
+                mode = "forward"
             proxy._count(mode)
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None

@@ -5,7 +5,7 @@ starts with its UI), and while everything is still up loads each release's
 steps-table artifact page in Chromium, waits for the single-page app to render
 (``--virtual-time-budget``), checks that every row of the table (its weights and
 decision, and the last row's reason) is in the rendered page, and saves
-screenshots: ``screenshots/steps-table.png`` is the rolled-back release of v3.
+screenshots: ``screenshots/steps-table.png`` is the rolled-back release of 1.6.0-rc.1.
 Exits 1 when a table is missing from its page or the demo went otherwise than expected.
 
     .venv/bin/python scripts/ui_check.py [--out screenshots] [--chromium /usr/bin/chromium]

@@ -11,6 +11,9 @@ from lamia_core.slack import SlackConfig, SlackNotifier
 
 
 @task(name="notify", cache_policy=NO_CACHE, persist_result=False)
-def notify(slack: SlackConfig, text: str, thread_ts: str | None = None) -> str | None:
-    """Post ``text`` (in ``thread_ts``'s thread); the message's ts, or None if Slack did not take it."""
-    return SlackNotifier(slack).post(text, thread_ts=thread_ts)
+def notify(
+    slack: SlackConfig, text: str, thread_ts: str | None = None, broadcast: bool = False
+) -> str | None:
+    """Post ``text`` (in ``thread_ts``'s thread, also shown in the channel when ``broadcast``);
+    the message's ts, or None if Slack did not take it."""
+    return SlackNotifier(slack).post(text, thread_ts=thread_ts, broadcast=broadcast)

@@ -142,7 +142,7 @@ def test_gateway_weights_and_init_go_to_the_named_cluster_only(two_regions: TwoR
     assert canary(two_regions.eu) == 10 and canary(two_regions.us) == 50
     shown = lamia("gateway", "show", "-n", NS, "-a", APP, "--cluster", "prod-eu", "-o", "yaml")
     assert shown.exit_code == 0 and "canary: 10" in shown.stdout
-    status = lamia("release", "status", APP, "-n", NS, "--cluster", "prod-us", "--json")
+    status = lamia("release", "status", "-a", APP, "-n", NS, "--cluster", "prod-us", "-o", "json")
     assert status.exit_code == 0, status.stderr
     assert json.loads(status.stdout)["routes"] == {"default": {"stable": 50, "canary": 50}}
 
@@ -175,8 +175,8 @@ COMMANDS = [
     ["expose", "-n", NS, "-a", APP, "--host", "shop.example.com"],
     ["unexpose", "-n", NS, "-a", APP],
     ["doctor", "-n", NS, "-a", APP],
-    ["release", "status", APP, "-n", NS],
-    ["release", "abort", APP, "-n", NS],
+    ["release", "status", "-a", APP, "-n", NS],
+    ["release", "abort", "-a", APP, "-n", NS],
     ["release", "start", "-n", NS, "-a", APP, "--baseline", "stable", "--target", "canary",
      "--prometheus", "http://prometheus:9090"],
 ]
@@ -249,10 +249,11 @@ def test_metrics_and_release_start_use_the_clusters_prometheus_unless_given_one(
     query = ["metrics", "-n", NS, "-a", APP, "upstream_rq_total", "--timeout", "2"]
     # Nothing listens there: the error names the address asked, which shows whose it was.
     by_cluster = lamia(*query, "--cluster", "prod-eu", env={"LAMIA_PROMETHEUS_URL": "http://elsewhere:9090"})
-    assert by_cluster.exit_code == 2 and f"127.0.0.1:{closed_port}" in by_cluster.stderr, by_cluster.stderr
+    # 3: the Prometheus could not be reached.
+    assert by_cluster.exit_code == 3 and f"127.0.0.1:{closed_port}" in by_cluster.stderr, by_cluster.stderr
     other = f"http://127.0.0.1:{closed_port}/other"
     given = lamia(*query, "--cluster", "prod-eu", "--prometheus", other)
-    assert given.exit_code == 2 and "/other" in given.stderr, given.stderr
+    assert given.exit_code == 3 and "/other" in given.stderr, given.stderr
     assert_one_error_line(lamia(*query, env={"LAMIA_PROMETHEUS_URL": ""}), "say which Prometheus")
     start = ["release", "start", "-n", NS, "-a", APP, "--baseline", "stable", "--target", "canary"]
     assert_one_error_line(lamia(*start, env={"LAMIA_PROMETHEUS_URL": ""}), "say which Prometheus")

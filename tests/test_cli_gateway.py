@@ -134,7 +134,10 @@ def test_render_gateway_refuses_a_hostile_condition_with_one_message(condition: 
 def test_cluster_init(kube_emulator: KubeEmulator, kubeconfig: Path) -> None:
     result = lamia("cluster", "init", "shop", *kube_args(kubeconfig))
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == "namespace shop ready (istio-injection=enabled, lamia.io/managed=true)\n"
+    assert result.stdout == ("namespace shop created (istio-injection=enabled, lamia.io/managed=true); "
+                             "it did not exist, so Lamia created it\n")
+    again = lamia("cluster", "init", "shop", *kube_args(kubeconfig))
+    assert again.stdout == "namespace shop ready (istio-injection=enabled, lamia.io/managed=true)\n"
     ns = kube_emulator.get_object("v1", "Namespace", None, "shop")
     assert ns is not None
     labels = ns["metadata"]["labels"]

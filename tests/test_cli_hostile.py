@@ -94,9 +94,9 @@ NAME_SLOTS: list[list[str]] = [
     ["release", "start", *APP, "--baseline", "stable", "--target", "{}", "--prometheus", "http://p:9"],
     ["release", "start", "-n", "{}", "--app", "cart", "--baseline", "stable", "--target", "canary",
      "--prometheus", "http://p:9"],
-    ["release", "status", "{}", "-n", "shop"],
-    ["release", "abort", "cart", "-n", "{}"],
-    ["release", "history", "{}", "-n", "shop"],
+    ["release", "status", "-a", "{}", "-n", "shop"],
+    ["release", "abort", "-a", "cart", "-n", "{}"],
+    ["release", "history", "-a", "{}", "-n", "shop"],
     ["expose", *APP, "--host", "{}"],
     ["expose", *APP, "--host", "shop.example.com", "--gateway", "{}"],
     ["doctor", "-n", "{}", "--app", "cart"],
@@ -112,8 +112,8 @@ NUMBER_SLOTS: list[list[str]] = [
       for option in ("--step", "--interval", "--max-weight", "--min-requests", "--failure-limit",
                      "--progress-deadline", "--threshold", "--tolerance", "--confidence",
                      "--worker-loss-timeout")],
-    ["release", "abort", "cart", "-n", "shop", "--timeout", "{}"],
-    ["release", "history", "cart", "-n", "shop", "--limit", "{}"],
+    ["release", "abort", "-a", "cart", "-n", "shop", "--timeout", "{}"],
+    ["release", "history", "-a", "cart", "-n", "shop", "--limit", "{}"],
 ]
 
 

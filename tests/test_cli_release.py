@@ -82,11 +82,16 @@ def test_start_local_exit_code_is_the_ci_verdict_and_history_lists_both(
     assert rolled.exit_code == 1, rolled.output
     assert "Failed: rolled back to v1" in rolled.stdout
 
-    history = runner.invoke(app, ["release", "history", sb.app, "--namespace", sb.namespace, "--json"])
+    history = runner.invoke(app, ["release", "history", "-a", sb.app, "--namespace", sb.namespace,
+                                  "-o", "json"])
     assert history.exit_code == 0, history.output
     rows = json.loads(history.stdout)
-    assert [row["state"] for row in rows[:2]] == ["Failed", "Completed"], "newest first"
-    assert rows[0]["message"].startswith("rolled back to v1") and rows[1]["message"].startswith("promoted v2")
+    # Newest first: the releases, and between them the weights set by hand (a change without a flow).
+    assert [(r["kind"], r["state"], r["outcome"]) for r in rows[:3]] == [
+        ("canary-release", "Failed", "rolled-back"), ("weights set", "Completed", "applied"),
+        ("canary-release", "Completed", "promoted")]
+    assert rows[0]["message"].startswith("rolled back to v1") and rows[2]["message"].startswith("promoted v2")
+    assert "set to v1=100,v2=0,v3=0 by hand" in rows[1]["message"]
 
 
 def test_bad_policy_option_is_one_clear_line_and_exit_2(prefect_server: Any, fresh_gateway: Sandbox) -> None:
@@ -99,10 +104,10 @@ def test_bad_policy_option_is_one_clear_line_and_exit_2(prefect_server: Any, fre
 def test_status_abort_and_approve_a_running_release(prefect_server: Any, fresh_gateway: Sandbox) -> None:
     sb = fresh_gateway
     idle = runner.invoke(
-        app, ["release", "status", sb.app, "-n", sb.namespace, "--kubeconfig", str(sb.kubeconfig)]
+        app, ["release", "status", "-a", sb.app, "-n", sb.namespace, "--kubeconfig", str(sb.kubeconfig)]
     )
     assert idle.exit_code == 0 and "no release running" in idle.stdout
-    nothing = runner.invoke(app, ["release", "abort", sb.app, "-n", sb.namespace])
+    nothing = runner.invoke(app, ["release", "abort", "-a", sb.app, "-n", sb.namespace])
     assert nothing.exit_code == 2 and "is running" in nothing.stderr
 
     # The releases run as `lamia` processes of their own, as a second person's would:
@@ -120,12 +125,14 @@ def test_status_abort_and_approve_a_running_release(prefect_server: Any, fresh_g
     def paused() -> bool:
         status = runner.invoke(
             app,
-            ["release", "status", sb.app, "-n", sb.namespace, "--kubeconfig", str(sb.kubeconfig), "--json"],
+            ["release", "status", "-a", sb.app, "-n", sb.namespace, "--kubeconfig", str(sb.kubeconfig),
+             "-o", "json"],
         )
-        return json.loads(status.stdout).get("state") == "Paused"
+        return (json.loads(status.stdout).get("release") or {}).get("state") == "Paused"
 
     wait_until(paused, 60, "the pause for approval")
-    approved = runner.invoke(app, ["release", "approve", sb.app, "-n", sb.namespace, "--comment", "ok"])
+    approved = runner.invoke(app, ["release", "approve", "-a", sb.app, "-n", sb.namespace,
+                                   "--comment", "ok"])
     assert approved.exit_code == 0, approved.output
     out, _ = waiting.communicate(timeout=120)
     assert waiting.returncode == 0, out
@@ -136,7 +143,7 @@ def test_status_abort_and_approve_a_running_release(prefect_server: Any, fresh_g
     slow = lamia(*start_args(sb, "v2", "--local", "--step", "10", "--interval", "3"))
     wait_until(lambda: routes(sb)["default"]["v2"] > 0, what="the first step")
     aborted = runner.invoke(
-        app, ["release", "abort", sb.app, "-n", sb.namespace, "--kubeconfig", str(sb.kubeconfig)]
+        app, ["release", "abort", "-a", sb.app, "-n", sb.namespace, "--kubeconfig", str(sb.kubeconfig)]
     )
     assert aborted.exit_code == 0, aborted.output
     out, _ = slow.communicate(timeout=120)
@@ -255,6 +262,7 @@ def test_abort_recovers_a_release_whose_process_is_gone(prefect_server: Any, fre
         [
             "release",
             "abort",
+            "-a",
             sb.app,
             "-n",
             sb.namespace,

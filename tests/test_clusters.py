@@ -164,24 +164,25 @@ def test_one_release_on_each_of_two_clusters_at_once(two_regions: TwoRegions) ->
     assert (canary_now(eu), canary_now(us)) == (75, 10)
     assert eu_writes == [0, 25, 50, 75] and us_writes == [0, 10]
 
-    status = json.loads(lamia("release", "status", APP, "-n", NS, "--cluster", "prod-us", "--json").stdout)
-    assert status["running"]["holder"] == us_lease.holder and status["state"] == "Running"
+    status = json.loads(lamia("release", "status", "-a", APP, "-n", NS, "--cluster", "prod-us",
+                              "-o", "json").stdout)
+    assert status["release"]["flow_run_id"] == us_lease.holder and status["release"]["state"] == "Running"
     assert status["routes"] == {"default": {"stable": 90, "canary": 10}}
 
     # Without --cluster the newest running release (prod-eu's) is not taken for the one meant.
     for command in ("abort", "approve"):
-        refused = runner.invoke(cli, ["release", command, APP, "-n", NS])
+        refused = runner.invoke(cli, ["release", command, "-a", APP, "-n", NS])
         assert refused.exit_code == 2 and "is on cluster prod-eu: say which cluster with --cluster prod-eu" \
             in refused.stderr, refused.stderr
     assert run_state(us_lease.holder).state.is_running() and run_state(eu_lease.holder).state.is_paused()
     # Abort names prod-us: its run is cancelled (not prod-eu's, the newer one), its baseline is back.
-    aborted = lamia("release", "abort", APP, "-n", NS, "--cluster", "prod-us", "--timeout", "60")
+    aborted = lamia("release", "abort", "-a", APP, "-n", NS, "--cluster", "prod-us", "--timeout", "60")
     assert us_lease.holder in aborted.stdout
     assert us_run.join().name == "Cancelled"
     assert canary_now(us) == 0 and not leased(us)
     assert run_state(eu_lease.holder).state.is_paused(), "prod-eu's release goes on"
 
-    lamia("release", "approve", APP, "-n", NS, "--cluster", "prod-eu")
+    lamia("release", "approve", "-a", APP, "-n", NS, "--cluster", "prod-eu")
     assert run_outcome(eu_run.join()) is Outcome.PROMOTED
     assert eu_writes == [0, 25, 50, 75, 100] and us_writes == [0, 10, 0]
     assert canary_now(eu) == 100 and canary_now(us) == 0
@@ -193,6 +194,7 @@ def test_one_release_on_each_of_two_clusters_at_once(two_regions: TwoRegions) ->
         assert cluster_tag(region) in run.tags
         assert run.parameters["params"]["cluster"] == region
         assert all(token not in json.dumps(run.parameters) for token in TOKENS.values())
-        history = json.loads(lamia("release", "history", APP, "-n", NS, "--cluster", region, "--json").stdout)
+        history = json.loads(lamia("release", "history", "-a", APP, "-n", NS, "--cluster", region,
+                                   "-o", "json").stdout)
         ids = [h["flow_run_id"] for h in history]
         assert ids[0] == lease.holder and other.holder not in ids

@@ -85,7 +85,7 @@ def check_invariants(s: ReleaseSpec, d: Decision) -> None:
     assert set(w.root) == set(s.versions)
     if d.state.phase != "promoted":
         assert all(w[c] <= s.policy.max_weight for c in s.candidates), w
-    if d.state.phase == "rolled_back":
+    if d.state.phase == "rolled-back":
         assert w[s.baseline] == 100
     if d.action in ("set_weights", "promote", "rollback"):
         assert d.weights == w
@@ -196,7 +196,7 @@ def test_healthy_target_is_promoted_with_evidence_at_every_step() -> None:
     score = next(e for e in d.evidence if e.version == "v2" and e.metric == DEFAULT_HEALTH_EXPRESSION)
     assert score.value == pytest.approx(0.97)
     assert (score.threshold, score.comparison, score.passed) == (0.8, ">=", True)
-    assert "v2 healthy" in d.reason and "step 4 toward v2: v1=60,v2=40" in d.reason
+    assert "v2 healthy" in d.reason and "step 4 toward v2: v1=60, v2=40" in d.reason
     assert "\n" not in d.reason
     assert last(log).state.observations == 10 and last(log).state.failures == 0
 
@@ -208,7 +208,7 @@ def test_unhealthy_target_is_rolled_back_within_the_failure_limit() -> None:
     assert target_weights(log) == [10, 10, 10, 0]
     assert log[-1][0] == T0 + 3 * 10
     end = last(log)
-    assert end.weights == Weights({"v1": 100, "v2": 0}) and end.state.phase == "rolled_back"
+    assert end.weights == Weights({"v1": 100, "v2": 0}) and end.state.phase == "rolled-back"
     assert end.state.failures == 3 and end.state.consecutive_failures == 3
     assert "failure 3 of 3 (consecutive): rolling back to v1" in end.reason
     bad = next(e for e in end.evidence if e.metric == DEFAULT_HEALTH_EXPRESSION and e.version == "v2")
@@ -220,7 +220,7 @@ def test_target_failing_midway_backs_off_then_rolls_back() -> None:
     log = run(spec(), world)
     assert target_weights(log) == [10, 20, 30, 40, 50, 40, 30, 0]
     assert actions(log)[-3:] == ["set_weights", "set_weights", "rollback"]
-    assert "backing off toward v1: v1=60,v2=40" in log[5][1].reason
+    assert "backing off toward v1: v1=60, v2=40" in log[5][1].reason
 
 
 def test_failure_limit_one_rolls_back_at_once() -> None:
@@ -417,7 +417,7 @@ def test_abort_rolls_back_to_the_baseline() -> None:
     log = run(s, lambda w, t: None, limit=4)
     d = abort(s, last(log).state, T0 + 35, "flow cancelled by alice")
     assert d.action == "rollback" and d.weights == Weights({"v1": 100, "v2": 0})
-    assert d.state.phase == "rolled_back" and d.wake_at is None
+    assert d.state.phase == "rolled-back" and d.wake_at is None
     assert d.reason == "aborted: flow cancelled by alice; rolling back to v1"
     assert decide(s, d.state, T0 + 100, None).action == "finish"
     promoted = last(run(s, lambda w, t: None)).state
@@ -528,7 +528,7 @@ def test_random_observations_keep_the_weights_sound(policy: dict[str, Any], extr
         check_invariants(s, d)
         if before.terminal:
             assert d.action == "finish" and d.state == before
-        if d.state.phase == "rolled_back":
+        if d.state.phase == "rolled-back":
             assert d.state.weights[s.baseline] == 100
         if three and policy["kind"] != "metric":
             assert d.state.weights["v3"] == 0  # only a metric release moves a third version

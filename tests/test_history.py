@@ -218,13 +218,16 @@ def _by_hand(namespace: str, app: str) -> None:
     """What the release loop records when a person steps in, in the order it could happen."""
     history = ReleaseHistory(namespace, app, "canary-release", "stable", "canary")
     history.started({"stable": 100, "canary": 0}, {"policy": "compare"})
-    history.waiting_for_approval({"stable": 50, "canary": 50}, "canary passed its checks at 50%")
-    history.approved({"stable": 50, "canary": 50}, "alice", "dashboards look fine")
-    history.paused({"stable": 50, "canary": 50}, "bob", "holding for the load test")
-    history.resumed({"stable": 50, "canary": 50}, "bob")
-    history.note("resumed", {"stable": 50, "canary": 50}, "taken over after the worker was lost",
-                 {"gap_s": 3})
-    history.promoted_by_hand({"stable": 0, "canary": 100}, "carol", "urgent fix")
+    half = {"stable": 50, "canary": 50}
+    history.note("waiting-for-approval", half, "canary passed its checks at 50%", {"timeout_s": 3600})
+    history.note("approved", half, "approved by alice (dashboards look fine)",
+                 {"by": "alice", "comment": "dashboards look fine"})
+    history.note("paused", half, "paused by bob (holding for the load test)",
+                 {"by": "bob", "why": "holding for the load test"})
+    history.note("resumed", half, "resumed by bob", {"by": "bob", "why": ""})
+    history.note("taken-over", half, "taken over after the worker was lost", {"gap_s": 3})
+    history.note("promoted-by-hand", {"stable": 0, "canary": 100}, "promoted by hand by carol (urgent fix)",
+                 {"by": "carol", "why": "urgent fix"})
     history.finished(Outcome.PROMOTED, {"stable": 0, "canary": 100}, "promoted by hand")
 
 
@@ -243,9 +246,9 @@ def test_a_person_stepping_in_leaves_rows_and_events_titled_for_what_they_did(pr
     assert all(e.payload["weights"] and e.payload["reason"] for e in events)
     rows = json.loads(run_artifacts(state)["steps"][0].data)
     assert [r["reason"] for r in rows] == [
-        "canary passed its checks at 50%", "approved by alice: dashboards look fine",
-        "paused by bob: holding for the load test", "resumed by bob", "taken over after the worker was lost",
-        "promoted by hand by carol: urgent fix",
+        "canary passed its checks at 50%", "approved by alice (dashboards look fine)",
+        "paused by bob (holding for the load test)", "resumed by bob", "taken over after the worker was lost",
+        "promoted by hand by carol (urgent fix)",
     ]
 
 

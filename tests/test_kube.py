@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 from lamia_core.errors import (
     ConflictError,
     Forbidden,
     InvalidInput,
+    LamiaError,
     MissingLabels,
     NotFound,
     ServerError,
@@ -357,11 +359,15 @@ def test_object_deleted_between_read_and_write_is_created_afresh(
 ])
 def test_http_failures_map_onto_lamia_errors(
     kube_emulator: KubeEmulator, kube: KubeAdapter, reviews: Application,
-    status: int, error: type[Exception], message: str,
+    status: int, error: type[LamiaError], message: str,
 ) -> None:
     kube_emulator.fail_next("GET", VS_PATH + "$", status)
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=message) as err:
         kube.read_gateway(reviews)
+    # Besides the message, the data a caller may act on; the client's exception stays the cause.
+    assert (err.value.status, err.value.server, err.value.subject) == (
+        status, kube_emulator.url, "VirtualService bookinfo/reviews")
+    assert isinstance(err.value.__cause__, ApiException)
 
 
 def test_rejected_write_is_invalid_input(kube_emulator: KubeEmulator, kube: KubeAdapter,
@@ -383,6 +389,8 @@ def test_unreachable_cluster(tmp_path: Path) -> None:
     assert str(err.value).startswith(f"cannot reach the Kubernetes API server at http://127.0.0.1:{port} "
                                      "to list Deployments labelled app=reviews in namespace bookinfo: ")
     assert "Connection refused" in str(err.value)
+    assert err.value.status is None and err.value.server == f"http://127.0.0.1:{port}"
+    assert err.value.__cause__ is not None
 
 
 def test_silent_cluster_times_out(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from flows._history import run_outcome
 from flows.cli import app as cli
 from flows.params import ReleaseParameters, SlackSettings
-from flows.release import canary_release
+from flows.release import canary_release, outcome_of
 from lamia_core.istio import CONDITIONS_ANNOTATION, ISTIO_API
 from lamia_core.kube import KubeConfig
 from lamia_core.lease import LEASE_ANNOTATION, lease_of
@@ -153,7 +153,7 @@ def test_kubectl_apply_mid_release_interrupts_it_leaving_their_weights(
     now = vs(cart)
     assert now["spec"] == after_kubectl["spec"] == theirs["spec"], "Lamia wrote nothing after their change"
     assert LEASE_ANNOTATION not in (now["metadata"].get("annotations") or {}), "the lease is given back"
-    outcome = state.result(raise_on_failure=False)
+    outcome = outcome_of(state)
     assert outcome["outcome"] == "interrupted"
 
     rows = table_rows(artifacts(flow_run_id(state))["table"])

@@ -24,7 +24,7 @@ from lamia_core.kube import KubeAdapter
 from lamia_core.lease import lease_of
 from lamia_core.models import Gateway, Route, Weights
 from lamia_core.outcome import Outcome
-from lamia_core.policies import HealthPolicy, TimePolicy
+from lamia_core.policies import ComparePolicy, HealthPolicy, TimePolicy
 from lamia_core.prometheus import PrometheusConfig
 from lamia_sandbox._lifecycle import free_port
 from lamia_sandbox.fake_slack import DEFAULT_TOKEN, FakeSlack
@@ -218,3 +218,23 @@ def test_a_slot_left_busy_with_no_lease_holder_does_not_block_the_next_release(
         client.increment_concurrency_slots_with_lease([limit_name(NS, APP)], 1, "concurrency", 600)
     assert busy_slots() == 1 and not weights(fresh)[1]
     assert_next_release_accepted(fresh)
+
+
+@pytest.mark.parametrize("kind", ["compare", "health"])
+def test_a_prometheus_without_the_apps_series_says_which_series_it_lacks(
+    own_prefect: PrefectServer, fresh: Sandbox, kind: str
+) -> None:
+    """Prometheus answers, but with no series of the app (it scrapes no sidecar): "no data" names the
+    series looked for, and the release ends by the deadline with the baseline back."""
+    with PrometheusProxy(fresh.prometheus.url) as proxy:
+        proxy.mode = "empty"
+        policy = (_health(proxy, progress_deadline=6) if kind == "health" else
+                  ComparePolicy(step=25, interval=1.5, scrape_interval=1.0, progress_deadline=6))
+        params = time_release(fresh, policy=policy, prometheus=PrometheusConfig(url=proxy.url, timeout=2))
+        state = canary_release(params, return_state=True)
+        assert proxy.served["empty"] > 0
+    assert run_outcome(state) is Outcome.ROLLED_BACK, state.message
+    message = state.message or ""
+    assert "has no series istio_requests_total{" in message and f'destination_app="{fresh.app}"' in message
+    assert "progress deadline" in message
+    assert assert_defined_end(fresh) == {"stable": 100, "canary": 0}

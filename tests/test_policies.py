@@ -183,9 +183,9 @@ def test_a_copy_with_another_expression_uses_that_expression() -> None:
 def test_evidence_describes_itself_in_one_line() -> None:
     e = Evidence(version="v2", metric=REQUESTS_METRIC, value=12345.0, threshold=20, comparison="min requests",
                  passed=True)
-    assert e.describe() == "v2 upstream_rq_total = 12345 (min requests 20)"
+    assert e.describe() == "v2: upstream_rq_total = 12345 (min requests 20) ✓"
     r = Evidence(version="v1", metric=OK, value=0.98765, comparison="reference")
-    assert r.describe() == f"v1 {OK} = 0.9877 (reference)"
+    assert r.describe() == f"v1: {OK} = 0.9877 (reference)"
 
 
 # -- health --------------------------------------------------------------------------------------

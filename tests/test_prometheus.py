@@ -18,6 +18,7 @@ from lamia_core.errors import (
     BadAnswer,
     Forbidden,
     InvalidInput,
+    LamiaError,
     NotFound,
     QueryError,
     ServerError,
@@ -334,13 +335,16 @@ def _error(kind: str, msg: str) -> bytes:
     ],
 )
 def test_http_failures_map_to_lamia_errors_without_retrying(
-    failing_server: FailingServer, status: int, body: bytes, error: type[Exception]
+    failing_server: FailingServer, status: int, body: bytes, error: type[LamiaError]
 ) -> None:
     failing_server.status, failing_server.body = status, body
     adapter = adapter_for(failing_server.url, timeout=5)
     with pytest.raises(error) as err:
         adapter.query("up == 1")
     assert failing_server.url in str(err.value) and "up == 1" in str(err.value)
+    # The data besides the message, and the cause kept.
+    assert (err.value.status, err.value.server, err.value.subject) == (
+        None if status == 200 else status, adapter.url, "up == 1")
     # prometheus-api-client's own retries are off: one failure, one request.
     assert len(failing_server.requests) == 1
     if error is BadAnswer:

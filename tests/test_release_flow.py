@@ -16,11 +16,11 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter, EventResourceFilter
 from prefect.events.worker import EventsWorker
-from prefect.states import Cancelling
+from prefect.states import Cancelling, get_state_exception
 
 from flows._history import STEP_EVENTS, run_outcome
 from flows.params import ReleaseParameters, SlackSettings
-from flows.release import canary_release
+from flows.release import ReleaseEnded, canary_release, outcome_of
 from lamia_core.istio import virtual_service_name
 from lamia_core.kube import KubeAdapter
 from lamia_core.lease import Lease, lease_of
@@ -194,6 +194,8 @@ def test_healthy_target_is_promoted_with_history_and_slack_thread(
     assert "started" in first.text and first.thread_ts is None
     assert replies and all(m.thread_ts == first.ts for m in replies), "one thread per release"
     assert "promoted to 100%" in replies[-1].text
+    # Only the outcome is shown in the channel too; the steps stay in the thread.
+    assert replies[-1].broadcast and not any(m.broadcast for m in replies[:-1])
 
 
 def test_unhealthy_target_is_rolled_back_at_the_first_check_that_sees_its_errors(
@@ -205,15 +207,20 @@ def test_unhealthy_target_is_rolled_back_at_the_first_check_that_sees_its_errors
 
     assert run_outcome(state) is Outcome.ROLLED_BACK, state.message
     assert state.is_failed(), "a CI gate on this run fails"
+    # What a worker or `lamia serve` does with a failed run's state: it must resolve without a TypeError.
+    ended = get_state_exception(state)
+    assert isinstance(ended, ReleaseEnded) and ended.outcome["outcome"] == "rolled-back"
+    assert outcome_of(state)["target"] == "v3"
     assert routes(sb) == {"default": {"v1": 100, "v2": 0, "v3": 0}}
     rows = table_rows(artifacts(flow_run_id(state))["table"])
     # v3 gets traffic at the first step; the next check (one interval later) sees
     # its errors (half its requests) and rolls back: no step in between.
     assert [r["decision"] for r in rows] == ["set_weights", "rollback"]
-    assert "v3" in rows[1]["evidence"] and "missed" in rows[1]["evidence"]
+    assert "v3" in rows[1]["evidence"] and "(>= 0.8) ✗" in rows[1]["evidence"]
     assert rows[1]["elapsed_s"] - rows[0]["elapsed_s"] < 2 * INTERVAL + 1.0
     rolled = fake_slack.messages[-1].text
     assert "rolled back to v1" in rolled and "Measured" in rolled and "0.8" in rolled
+    assert fake_slack.messages[-1].broadcast
     assert events(f"lamia.app.{sb.namespace}.{sb.app}", flow_run_id(state))[-1] == "lamia.release.rolled-back"
 
 
@@ -326,7 +333,8 @@ def test_approval_gates_promotion(prefect_server: Any, fresh_gateway: Sandbox) -
     wait_until(paused, 60, "the pause for approval")
     assert routes(sb)["default"]["v2"] == 50, "nothing is promoted while the run waits"
     assert (lease_of(vs(sb)) or holder).holder == holder.holder and lease_of(vs(sb)) is not None
-    resume_flow_run(UUID(holder.holder), run_input={"approve": True, "comment": "looks good"})
+    resume_flow_run(UUID(holder.holder), run_input={"decision": "go on", "comment": "looks good",
+                                                    "by": "alice@laptop"})
     state = run.join()
     assert run_outcome(state) is Outcome.PROMOTED, state.message
     assert routes(sb)["default"]["v2"] == 100

@@ -126,7 +126,7 @@ def test_a_killed_worker_is_resumed_from_its_last_step(
         assert route(kube_emulator) == {"stable": 0, "canary": 100}
 
         rows = table_rows(artifacts(UUID(successor.holder))["table"])
-        assert rows[0]["decision"] == "resumed" and f"at step {recorded_step}" in rows[0]["reason"]
+        assert rows[0]["decision"] == "taken-over" and f"at step {recorded_step}" in rows[0]["reason"]
         def canary(row: dict[str, Any]) -> int:
             return int(row["weights"].split("canary=")[1].split(",")[0])
 

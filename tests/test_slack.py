@@ -20,6 +20,7 @@ from lamia_core.slack import (
     escape,
     format_evidence,
     format_failed,
+    format_held,
     format_promoted,
     format_rolled_back,
     format_started,
@@ -113,9 +114,9 @@ def test_format_escapes_slack_control_characters() -> None:
 
 def test_format_step_sorts_versions() -> None:
     assert format_step(RELEASE, {"v2": 20, "v1": 80}, step=2, steps=5) == (
-        ":arrow_right: *reviews* (demo) step 2/5: v1 80%, v2 20%"
+        ":arrow_right: *reviews* (demo) step 2/5: v1=80, v2=20"
     )
-    assert format_step(RELEASE, {"v1": 100}) == ":arrow_right: *reviews* (demo): v1 100%"
+    assert format_step(RELEASE, {"v1": 100}) == ":arrow_right: *reviews* (demo): v1=100"
 
 
 def test_format_promoted() -> None:
@@ -136,9 +137,9 @@ def test_format_rolled_back_shows_reason_and_every_measurement() -> None:
         ":rewind: *reviews* (demo) rolled back to v1 (v2 gets no traffic): error_rate too high",
         "Measured:",
         # Escaped for mrkdwn; Slack shows "<=".
-        "• v2: error_rate = 0.1235 (threshold &lt;= 0.05) ✗",
-        "• v2: latency_p99 = no data (threshold &lt;= 500)",
-        "• requests = 42 ✓",
+        "• v2: error_rate = 0.1235 (&lt;= 0.05) ✗",
+        "• v2: latency_p99 = no data (&lt;= 500)",
+        "• requests = 42 (min requests) ✓",
     ]
 
 
@@ -162,7 +163,7 @@ def test_format_evidence_accepts_any_object_with_the_four_fields() -> None:
 def test_format_failed_shows_where_traffic_is() -> None:
     assert format_failed(RELEASE, "cluster unreachable", weights={"v1": 90, "v2": 10}).splitlines() == [
         ":x: Release of *reviews* (demo) to v2 failed: cluster unreachable",
-        "Traffic now: v1 90%, v2 10%",
+        "Traffic now: v1=90, v2=10",
     ]
 
 
@@ -171,36 +172,29 @@ def test_format_failed_shows_where_traffic_is() -> None:
 
 def test_one_thread_per_release(fake_slack: FakeSlack) -> None:
     notifier = SlackNotifier(bot(fake_slack))
-    ts = notifier.started(RELEASE, policy="health")
+    ts = notifier.post(format_started(RELEASE, policy="health"))
     assert ts is not None
-    assert notifier.step(RELEASE, {"v1": 90, "v2": 10}, thread_ts=ts) is not None
+    assert notifier.post(format_step(RELEASE, {"v1": 90, "v2": 10}), thread_ts=ts) is not None
     evidence = [Evidence(version="v2", metric="error_rate", value=0.2, threshold=0.05, comparison="<=",
                          passed=False)]
-    assert notifier.rolled_back(RELEASE, "error_rate too high", evidence, thread_ts=ts) is not None
-    assert notifier.post("another release") is not None
+    text = format_rolled_back(RELEASE, "error_rate too high", evidence)
+    assert notifier.post(text, thread_ts=ts, broadcast=True) is not None
+    assert notifier.post("another release", broadcast=True) is not None
 
     thread = fake_slack.thread(ts)
     assert [m.text.split()[0] for m in thread] == [":rocket:", ":arrow_right:", ":rewind:"]
     assert thread[0].thread_ts is None and all(m.thread_ts == ts for m in thread[1:])
-    assert "v2: error_rate = 0.2 (threshold &lt;= 0.05)" in thread[2].text
-    # The outcome is also shown in the channel, the steps only in the thread.
+    assert "v2: error_rate = 0.2 (&lt;= 0.05)" in thread[2].text
+    # The outcome is also shown in the channel, the steps only in the thread; a message that
+    # starts no thread is in the channel anyway, so it is not sent as a broadcast.
     assert [m.broadcast for m in thread] == [False, False, True]
+    assert fake_slack.messages[-1].broadcast is False
     assert len(fake_slack.messages) == 4 and all(m.channel == "C0LAMIA001" for m in fake_slack.messages)
 
 
-def test_outcomes_answer_in_the_thread(fake_slack: FakeSlack) -> None:
-    notifier = SlackNotifier(bot(fake_slack))
-    ts = notifier.started(RELEASE)
-    assert ts is not None
-    notifier.promoted(RELEASE, thread_ts=ts, reason="healthy")
-    notifier.failed(RELEASE, "boom", thread_ts=ts)
-    assert [m.text.split()[0] for m in fake_slack.thread(ts)] == [":rocket:", ":white_check_mark:", ":x:"]
-
-
-def test_steps_can_be_switched_off(fake_slack: FakeSlack) -> None:
-    notifier = SlackNotifier(bot(fake_slack, notify_steps=False))
-    assert notifier.step(RELEASE, {"v1": 50, "v2": 50}, thread_ts=None) is None
-    assert fake_slack.requests == []
+def test_a_held_release_says_where_traffic_stays() -> None:
+    text = format_held(RELEASE, "paused by <@U01>", weights={"v2": 30, "v1": 70})
+    assert text == ":pause_button: *reviews* (demo): release held at v1=70, v2=30 (paused by &lt;@U01&gt;)"
 
 
 def test_blocks_are_sent(fake_slack: FakeSlack) -> None:
@@ -251,7 +245,7 @@ def test_outage_returns_none_and_logs_after_bounded_attempts(
     sleeps = Sleeps()
     notifier = SlackNotifier(bot(fake_slack), sleep=sleeps)
     with caplog.at_level(logging.WARNING, logger="lamia.slack"):
-        assert notifier.started(RELEASE) is None
+        assert notifier.post(format_started(RELEASE)) is None
     assert fake_slack.count("chat.postMessage") == 3
     assert sleeps == [0.5, 1.0]
     [record] = [r for r in caplog.records if r.name == "lamia.slack"]
@@ -347,10 +341,10 @@ def test_webhook_posts_plain_messages(fake_slack: FakeSlack) -> None:
     notifier = SlackNotifier(hook(fake_slack))
     assert not notifier.threads
     # A webhook has no ts to thread on: the release's messages stand alone in the channel.
-    assert notifier.started(RELEASE) is None
+    assert notifier.post(format_started(RELEASE)) is None
     assert notifier.last_error is None
-    notifier.step(RELEASE, {"v1": 50, "v2": 50}, thread_ts=None)
-    notifier.promoted(RELEASE, thread_ts="1700000000.000001")
+    notifier.post(format_step(RELEASE, {"v1": 50, "v2": 50}))
+    notifier.post(format_promoted(RELEASE), thread_ts="1700000000.000001", broadcast=True)
     assert [(m.via, m.thread_ts) for m in fake_slack.messages] == [("webhook", None)] * 3
     assert "promoted to 100%" in fake_slack.messages[2].text
 

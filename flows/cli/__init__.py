@@ -10,6 +10,7 @@ from flows.cli import (  # noqa: F401  (registers commands)
     gateway,
     metrics,
     release,
+    runs,
 )
 from flows.cli._app import app
 

@@ -52,6 +52,14 @@ class LamiaGroup(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from lamia_core import __version__
+
+        typer.echo(f"lamia {__version__}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
     name="lamia",
     cls=LamiaGroup,
@@ -59,19 +67,25 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain text: help is prose wrapped in the source (rich mode keeps its line breaks) and names
+    # options in brackets, which rich mode would take for markup and drop.
+    rich_markup_mode=None,
 )
-render_app = typer.Typer(help="Render manifests without touching a cluster.", no_args_is_help=True)
-cluster_app = typer.Typer(
-    help="Saved clusters (Prefect blocks) and namespaces prepared for Lamia (virtual clusters).",
-    no_args_is_help=True,
+
+
+def _group(help: str) -> typer.Typer:
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
+
+
+render_app = _group("Render manifests without touching a cluster.")
+cluster_app = _group(
+    "Saved clusters (Prefect blocks) and namespaces prepared for Lamia (virtual clusters)."
 )
-gateway_app = typer.Typer(
-    help="An application's gateway: DestinationRule and VirtualService.", no_args_is_help=True
-)
-weights_app = typer.Typer(help="Set traffic weights by hand (manual canary).", no_args_is_help=True)
-check_app = typer.Typer(help="Check a condition or an expression.", no_args_is_help=True)
-eval_app = typer.Typer(help="Evaluate an expression on given metric values.", no_args_is_help=True)
-release_app = typer.Typer(help="Canary releases run as Prefect flows.", no_args_is_help=True)
+gateway_app = _group("An application's gateway: DestinationRule and VirtualService.")
+weights_app = _group("Set traffic weights by hand (manual canary).")
+check_app = _group("Check a condition or an expression.")
+eval_app = _group("Evaluate an expression on given metric values.")
+release_app = _group("Canary releases run as Prefect flows.")
 
 app.add_typer(render_app, name="render")
 app.add_typer(cluster_app, name="cluster")
@@ -80,3 +94,11 @@ app.add_typer(weights_app, name="weights")
 app.add_typer(check_app, name="check")
 app.add_typer(eval_app, name="eval")
 app.add_typer(release_app, name="release")
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print Lamia's version and exit."),
+) -> None:
+    """Lamia: canary releases for services on Kubernetes with Istio, on Prefect."""

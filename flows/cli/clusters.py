@@ -62,6 +62,15 @@ def kube_config(cluster: str | None, kubeconfig: str | None, context: str | None
     return saved(cluster)
 
 
+def for_worker(kube: KubeConfig) -> KubeConfig:
+    """The connection given to a deployment's run, which runs elsewhere: a kubeconfig path that
+    came from this machine's $KUBECONFIG names a file of this machine, so the run uses its own
+    default instead (its $KUBECONFIG or ~/.kube/config, or its pod's service account)."""
+    if kube.kubeconfig is not None and _from_env("kubeconfig", kube.kubeconfig):
+        return kube.model_copy(update={"kubeconfig": None})
+    return kube
+
+
 def prometheus_for(cluster: str | None, given: str | None) -> str | None:
     """The Prometheus URL to use: ``--prometheus`` on the command line, else the saved cluster's, else
     $LAMIA_PROMETHEUS_URL (which typer put in ``given``)."""

@@ -22,7 +22,7 @@ def demo(
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the simulated traffic"),
 ) -> None:
-    """Run Lamia end to end locally: release v2 (promoted), v3 (rolled back), then a conditional route.
+    """Run Lamia end to end here: a healthy release (promoted), a bad one (rolled back), a conditional route.
 
     Starts a Prefect server with its UI unless PREFECT_API_URL names one, and a sandbox
     (Kubernetes API-server emulator, traffic simulator, Prometheus); stops them at the end.

@@ -136,8 +136,11 @@ def cluster_init(
     """Label a namespace istio-injection=enabled and lamia.io/managed=true, creating it when missing."""
     with _adapter(cluster, kubeconfig, context) as kube:
         kube.init_namespace(namespace)
+        created = not kube.namespace_existed
     labels = ", ".join(f"{k}={v}" for k, v in NAMESPACE_LABELS.items())
-    typer.echo(f"namespace {namespace} ready ({labels})")
+    what = "created" if created else "ready"
+    typer.echo(f"namespace {namespace} {what} ({labels})" + (
+        "; it did not exist, so Lamia created it" if created else ""))
 
 
 @gateway_app.command("apply")
@@ -167,6 +170,13 @@ def gateway_apply(
             raise kube.no_gateway(application)
         gateway = _gateway_to_apply(application, current, wanted)
         kube.apply_gateway(gateway)
+    from flows._control import who
+    from flows._manual_events import record_change
+
+    record_change(namespace, app, kind="gateway apply", command="lamia gateway apply"
+                  + (f" --weights {wanted}" if wanted else ""),
+                  reason=f"gateway applied with {gateway.default_route.weights} on its default route",
+                  by=who(), weights=gateway.default_route.weights.as_dict())
     typer.echo(
         f"gateway of {app} in namespace {namespace} applied "
         f"(DestinationRule and VirtualService {application.host})"
@@ -275,4 +285,9 @@ def weights_set(
     with _adapter(cluster, kubeconfig, context) as kube:
         application = kube.discover_application(namespace, app, service=service)
         gateway = kube.set_weights(application, wanted, route=route)
+    from flows._control import who
+    from flows._manual_events import record_change
+
+    record_change(namespace, app, kind="weights set", command=f"lamia weights set --route {route} {wanted}",
+                  reason=f"route {route} set to {wanted} by hand", by=who(), weights=wanted.as_dict())
     typer.echo(f"{app} route {route}: {gateway.route(route).weights}")

@@ -13,21 +13,12 @@ from flows.cli.clusters import prometheus_for
 from lamia_core.errors import InvalidInput
 from lamia_core.metrics import check_window, metric_def
 from lamia_core.prometheus import PrometheusAdapter, PrometheusConfig
-
-NO_DATA = "no data"
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return NO_DATA
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.2f}"
+from lamia_core.text import NO_DATA, number_text
 
 
 def _table(result: dict[str, dict[str, float | None]], names: list[str]) -> str:
     header = ["version", *names]
-    rows = [[v, *(_number(result[v][n]) for n in names)] for v in result]
+    rows = [[v, *(number_text(result[v][n]) for n in names)] for v in result]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:

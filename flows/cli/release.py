@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import sys
-import time
 from typing import Any, cast
-from uuid import UUID
 
 import typer
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from flows.cli._app import app, release_app
 from flows.cli._common import fail, handle_errors
-from flows.cli.clusters import kube_config, prometheus_for
-from lamia_core.errors import InvalidInput, NotFound
+from flows.cli.clusters import for_worker, kube_config, prometheus_for
+from lamia_core.errors import InvalidInput
 from lamia_core.kube import KubeAdapter, KubeConfig
-from lamia_core.lease import lease_of
 
 NamespaceOpt = typer.Option(..., "--namespace", "-n", help="Namespace of the application")
 KubeconfigOpt = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", help="kubeconfig file")
@@ -27,19 +22,29 @@ DEPLOYMENT = "canary-release/canary-release"
 
 def build_policy(kind: str, settings: dict[str, Any]) -> Any:
     """Validate a policy from CLI options; only the options given override the defaults."""
-    from lamia_core.policies import Policy
+    import difflib
 
-    data = {"kind": kind, **{k: v for k, v in settings.items() if v is not None}}
+    from lamia_core.policies import Policy, policy_kinds
+
+    kinds = policy_kinds()
+    if kind not in kinds:
+        close = difflib.get_close_matches(kind, list(kinds), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InvalidInput(f"unknown policy {kind!r}{hint}; the policies are: {', '.join(kinds)}")
+    given = {k: v for k, v in settings.items() if v is not None}
+    foreign = sorted(k for k in given if k not in kinds[kind])
+    if foreign:
+        options = ", ".join(f"--{k.replace('_', '-')}" for k in foreign)
+        raise InvalidInput(f"{options} do{'es' if len(foreign) == 1 else ''} not apply to a {kind} policy "
+                           f"(its settings: {', '.join('--' + k.replace('_', '-') for k in kinds[kind])})")
     try:
-        return TypeAdapter(Policy).validate_python(data)
-    except Exception as exc:  # pydantic's ValidationError: say which option is wrong
-        if hasattr(exc, "errors"):
-            parts = [
-                f"--{'-'.join(str(p) for p in e['loc'][1:] or e['loc']).replace('_', '-')}: {e['msg']}"
-                for e in exc.errors()
-            ]
-            raise InvalidInput(f"invalid {kind} policy: " + "; ".join(parts)) from None
-        raise
+        return TypeAdapter(Policy).validate_python({"kind": kind, **given})
+    except ValidationError as exc:  # say which option is wrong, in the option's name
+        parts = [
+            f"--{'-'.join(str(p) for p in e['loc'][1:] or e['loc']).replace('_', '-')}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        raise InvalidInput(f"invalid {kind} policy: " + "; ".join(parts)) from None
 
 
 def _preflight(params: Any, kube: KubeConfig) -> None:
@@ -86,28 +91,14 @@ def _measured(params: Any) -> Any:
 
 
 def _final_exit(state: Any) -> int:
-    """0 only when the target was promoted (or manual flows applied)."""
-    return 0 if state is not None and state.is_completed() and state.name in {"Promoted", "Applied"} else 1
+    """The exit code of a finished run: 0 when what was asked for happened (promoted, held as the
+    policy asked, a manual change applied), the same as `prefect deployment run --watch`; else 1."""
+    from lamia_core.outcome import Outcome
 
-
-def _wait_for(flow_run_id: UUID, poll: float = 1.0) -> Any:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        last = None
-        while True:
-            run = client.read_flow_run(flow_run_id)
-            state = run.state
-            if state is not None and state.name != last:
-                print(
-                    f"{time.strftime('%H:%M:%S')} {run.name}: {state.name}"
-                    + (f" - {state.message}" if state.message else ""),
-                    file=sys.stderr,
-                )
-                last = state.name
-            if state is not None and state.is_final():
-                return state
-            time.sleep(poll)
+    outcome = Outcome.from_state_name(getattr(state, "name", None)) if state is not None else None
+    if outcome is not None:
+        return outcome.exit_code
+    return 0 if state is not None and state.is_completed() else 1
 
 
 @release_app.command("start")
@@ -135,7 +126,12 @@ def start(
     no_data: str | None = typer.Option(None, "--no-data", help="hold or fail"),
     failure_limit: int | None = typer.Option(None, "--failure-limit", help="Failures before rollback"),
     failure_mode: str | None = typer.Option(None, "--failure-mode", help="consecutive or total"),
-    threshold: float | None = typer.Option(None, "--threshold", help="health: healthy at >= this"),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="health: healthy at >= this (<= with --direction lower)"),
+    direction: str | None = typer.Option(
+        None, "--direction",
+        help="health, metric: 'higher' is better (success ratios, the default) or 'lower' (latency, errors), "
+        "e.g. --expression request_duration_p99 --threshold 500 --direction lower"),
     expression: str | None = typer.Option(None, "--expression", help="health/metric: metric expression"),
     program: str | None = typer.Option(None, "--program", help="custom: the program text"),
     tolerance: float | None = typer.Option(
@@ -169,8 +165,11 @@ def start(
         None, "--slack-token-block", help="Prefect Secret block name"
     ),
     approval: bool = typer.Option(
-        False, "--approval", help="Wait for `lamia release approve` before promoting"
+        False, "--approval", help="Wait for `lamia release approve` before going past --approval-at"
     ),
+    approval_at: int | None = typer.Option(
+        None, "--approval-at", min=1, max=100,
+        help="The target's weight at which to wait for approval (default: the step before the last)"),
     on_worker_loss: str = typer.Option(
         "rollback", "--on-worker-loss",
         help="If the process running the release dies: rollback (default) or resume from the last step",
@@ -180,7 +179,11 @@ def start(
         help="Seconds without a heartbeat after which the process counts as dead (default 3 intervals, "
         "at least 30)",
     ),
-    wait: bool = typer.Option(False, "--wait", help="Wait for the end: exit 0 when promoted, 1 otherwise"),
+    wait: bool = typer.Option(
+        False, "--wait", help="Follow the release (as `lamia release watch`): exit 0 when promoted or held "
+        "as asked, 1 rolled back or failed, 3 when --timeout passes"),
+    timeout: float | None = typer.Option(
+        None, "--timeout", help="With --wait: stop following after this long"),
     local: bool = typer.Option(False, "--local", help="Run the flow in this process instead of a deployment"),
     deployment: str = typer.Option(DEPLOYMENT, "--deployment", help="Deployment to trigger"),
     cluster: str | None = ClusterOpt,
@@ -211,6 +214,7 @@ def start(
         "failure_limit": failure_limit,
         "failure_mode": failure_mode,
         "threshold": threshold,
+        "direction": direction,
         "expression": expression,
         "program": program,
         "tolerance": tolerance,
@@ -230,11 +234,12 @@ def start(
         condition=condition,
         prometheus=PrometheusConfig(url=prometheus),
         cluster=cluster,
-        kubernetes=KubeConfig() if cluster else kube,
+        kubernetes=KubeConfig() if cluster else kube if local else for_worker(kube),
         slack=SlackSettings(channel=slack_channel, token_secret_block=slack_token_block)
         if slack_channel or slack_token_block
         else None,
         approval=approval,
+        approval_at=approval_at,
         on_worker_loss=on_worker_loss,
         worker_loss_timeout=worker_loss_timeout,
     )
@@ -263,227 +268,9 @@ def start(
         ) from None
     print(f"started flow run {run.name} ({run.id}) of {deployment}")
     if wait:
-        raise typer.Exit(_final_exit(_wait_for(run.id)))
+        from flows.cli.runs import follow
 
-
-def _runs(namespace: str, app_name: str, limit: int = 20, *, running_only: bool = False,
-          cluster: str | None = None) -> list[Any]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        FlowRunFilterTags,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    from flows._history import app_tag
-    from flows.clusters import cluster_tag
-
-    state_filter = None
-    if running_only:
-        state_filter = FlowRunFilterState(
-            type=FlowRunFilterStateType(
-                any_=[
-                    StateType.RUNNING,
-                    StateType.PAUSED,
-                    StateType.PENDING,
-                    StateType.SCHEDULED,
-                    StateType.CANCELLING,
-                ]
-            )
-        )
-    with get_client(sync_client=True) as client:
-        return list(
-            client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    tags=FlowRunFilterTags(all_=[app_tag(namespace, app_name),
-                                                 *([cluster_tag(cluster)] if cluster else [])]),
-                    state=state_filter,
-                ),
-                sort=FlowRunSort.START_TIME_DESC,
-                limit=limit,
-            )
-        )
-
-
-def _running(namespace: str, app_name: str, cluster: str | None = None) -> Any:
-    runs = _runs(namespace, app_name, 1, running_only=True, cluster=cluster)
-    if not runs:
-        where = f" on cluster {cluster}" if cluster else ""
-        raise NotFound(f"no release of application {app_name!r} in namespace {namespace!r}{where} is running")
-    from flows.clusters import clusters_of
-
-    # Without --cluster, a run on a saved cluster may be another cluster's release of the same app.
-    on = clusters_of(runs[0].tags)
-    if cluster is None and on:
-        raise InvalidInput(f"the running release of {app_name!r} in namespace {namespace!r} is on cluster "
-                           f"{on[0]}: say which cluster with --cluster {on[0]}")
-    return runs[0]
-
-
-@release_app.command("status")
-@handle_errors
-def status(
-    app_name: str = typer.Argument(..., metavar="APP"),
-    namespace: str = NamespaceOpt,
-    cluster: str | None = ClusterOpt,
-    kubeconfig: str | None = KubeconfigOpt,
-    context: str | None = ContextOpt,
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """The running release of APP (from the lease on its gateway) and its weights now."""
-    from lamia_core.istio import virtual_service_name
-
-    adapter = KubeAdapter(kube_config(cluster, kubeconfig, context))
-    application = adapter.discover_application(namespace, app_name)
-    vs = adapter.get_object("VirtualService", namespace, virtual_service_name(application))
-    gateway = adapter.read_gateway(application)
-    lease = lease_of(vs)
-    info: dict[str, Any] = {
-        "app": app_name,
-        "namespace": namespace,
-        "routes": {r.name: r.weights.as_dict() for r in gateway.routes} if gateway else {},
-        "running": lease.model_dump() if lease else None,
-    }
-    if lease:
-        try:
-            from prefect.client.orchestration import get_client
-
-            with get_client(sync_client=True) as client:
-                run = client.read_flow_run(UUID(lease.holder))
-            info["state"] = run.state.name if run.state else None
-        except Exception as exc:  # the lease may name a run of another Prefect server
-            info["state"] = f"unknown ({type(exc).__name__})"
-    if as_json:
-        print(json.dumps(info, indent=2))
-        return
-    print(f"{app_name} in {namespace}: " + ("no release running" if not lease else lease.describe()))
-    if lease:
-        print(f"  state: {info.get('state')}")
-    for route, weights in info["routes"].items():
-        print(f"  route {route}: " + ", ".join(f"{v}={w}%" for v, w in weights.items()))
-
-
-@release_app.command("abort")
-@handle_errors
-def abort_cmd(
-    app_name: str = typer.Argument(..., metavar="APP"),
-    namespace: str = NamespaceOpt,
-    timeout: float = typer.Option(
-        60.0, "--timeout", help="Seconds to wait for the run to restore the baseline itself"
-    ),
-    cluster: str | None = ClusterOpt,
-    kubeconfig: str | None = KubeconfigOpt,
-    context: str | None = ContextOpt,
-) -> None:
-    """Cancel the running release of APP; the baseline goes back to 100%.
-
-    The run restores the baseline itself and gives back its lease. A run whose
-    process is gone (a killed worker) cannot: when the lease still names it
-    after --timeout, this command restores the baseline recorded in the lease,
-    drops the lease and marks the run cancelled.
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.states import Cancelled, Cancelling
-
-    from lamia_core.istio import virtual_service_name
-
-    kube = kube_config(cluster, kubeconfig, context)  # a bad --cluster is refused before cancelling
-    run = _running(namespace, app_name, cluster)
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(
-            run.id, Cancelling(message="aborted with `lamia release abort`"), force=True
-        )
-    print(f"cancelling flow run {run.name} ({run.id})")
-
-    adapter = KubeAdapter(kube)
-    application = adapter.discover_application(namespace, app_name)
-    vs_name = virtual_service_name(application)
-
-    def held() -> Any:
-        lease = lease_of(adapter.get_object("VirtualService", namespace, vs_name))
-        return lease if lease is not None and lease.holder == str(run.id) else None
-
-    deadline = time.monotonic() + timeout
-    while (lease := held()) is not None and time.monotonic() < deadline:
-        time.sleep(0.5)
-    if lease is None:
-        with get_client(sync_client=True) as client:
-            state = client.read_flow_run(run.id).state
-        print(
-            f"{run.name}: {state.name if state else '?'}"
-            + (f" - {state.message}" if state and state.message else "")
-        )
-        return
-    weights = adapter.abort_release(application, lease)
-    if weights is None:
-        raise fail(
-            f"flow run {run.name} did not stop within {timeout:g} s and its lease names no baseline: "
-            "set the weights by hand (lamia weights set) and try again"
-        )
-    reason = f"its process did not answer; lamia release abort put {lease.baseline} back at 100%"
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(run.id, Cancelled(message=reason), force=True)
-    print(f"{run.name}: {reason} (route {lease.route or 'default'}: {weights})")
-
-
-@release_app.command("approve")
-@handle_errors
-def approve(
-    app_name: str = typer.Argument(..., metavar="APP"),
-    namespace: str = NamespaceOpt,
-    reject: bool = typer.Option(False, "--reject", help="Refuse: roll back instead of promoting"),
-    comment: str = typer.Option("", "--comment"),
-    cluster: str | None = typer.Option(None, "--cluster", help="The saved cluster the release runs on"),
-) -> None:
-    """Answer a release that waits for approval before promotion."""
-    from prefect.flow_runs import resume_flow_run
-
-    run = _running(namespace, app_name, cluster)
-    if not (run.state and run.state.is_paused()):
-        raise InvalidInput(
-            f"flow run {run.name} of {app_name!r} is {run.state.name if run.state else '?'}, "
-            "not waiting for approval"
-        )
-    resume_flow_run(run.id, run_input={"approve": not reject, "comment": comment})
-    print(f"{'rejected' if reject else 'approved'}: flow run {run.name} ({run.id})")
-
-
-@release_app.command("history")
-@handle_errors
-def history(
-    app_name: str = typer.Argument(..., metavar="APP"),
-    namespace: str = NamespaceOpt,
-    limit: int = typer.Option(20, "--limit"),
-    as_json: bool = typer.Option(False, "--json"),
-    cluster: str | None = typer.Option(None, "--cluster", help="Only releases on this saved cluster"),
-) -> None:
-    """Past and present releases of APP, newest first, from the Prefect API."""
-    runs = _runs(namespace, app_name, limit, cluster=cluster)
-    rows = [
-        {
-            "flow_run_id": str(r.id),
-            "name": r.name,
-            "kind": next((t.split(":", 1)[1] for t in r.tags if t.startswith("lamia/kind:")), "?"),
-            "started": r.start_time.isoformat() if r.start_time else None,
-            "state": r.state.name if r.state else None,
-            "message": r.state.message if r.state else None,
-        }
-        for r in runs
-    ]
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        print(f"no releases of {app_name} in {namespace} recorded")
-        return
-    for row in rows:
-        print(
-            f"{row['started'] or '-':32} {row['kind']:15} {row['state'] or '-':12} {row['name']}  "
-            f"{row['message'] or ''}"
-        )
+        raise typer.Exit(follow(run.id, namespace, app_name, timeout=timeout))
 
 
 @app.command("reconcile")
