@@ -31,8 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flows._history import run_outcome
 from lamia_core.kube import KubeAdapter
 from lamia_core.models import Gateway, Route, Weights
+from lamia_core.outcome import Outcome
 from lamia_core.prometheus import PrometheusAdapter
 from lamia_sandbox.prefect_server import PrefectServer
 from lamia_sandbox.sandbox import Sandbox
@@ -157,7 +159,7 @@ def main() -> None:
             for _ in range(args.releases):
                 _reset(adapter, sb)
                 state = _release(sb, "v2", args.interval, args.step)
-                assert state.name == "Promoted", state.message
+                assert run_outcome(state) is Outcome.PROMOTED, state.message
                 rows = _rows(state)
                 elapsed = [r["elapsed_s"] for r in rows]
                 acted += [r["acted_in_s"] for r in rows[1:]]
@@ -171,7 +173,7 @@ def main() -> None:
                 state = _release(sb, "v3", args.interval, args.step)
                 watch.join(30)
                 watch.stop.set()
-                assert state.name == "RolledBack", state.message
+                assert run_outcome(state) is Outcome.ROLLED_BACK, state.message
                 if watch.errors_at is not None and watch.back_at is not None:
                     ratios.append((watch.back_at - watch.errors_at) / args.interval)
     finally:

@@ -141,12 +141,13 @@ def kills(args: argparse.Namespace) -> None:
             print(f"  {rows[-1]['trial']:>16}: killed={killed} {weights} lease={leased} run={state} "
                   f"recovered in {recovery:.1f} s, next release {rows[-1]['next']}", file=sys.stderr)
         supervisor.stop.set()
-    needed = [r["recovery_s"] for r in rows if r["killed"] and r["run"] not in ("-", "Promoted")]
+    # A run that ended (promoted: Completed) before the kill needed no supervisor.
+    needed = [r["recovery_s"] for r in rows if r["killed"] and r["run"] not in ("-", "Completed")]
     print(f"\n{len(rows)} trials ({len(POINTS)} named points, {args.random} random moments); heartbeat bound "
           f"{args.bound:g} s, reconcile every {args.period:g} s")
     print(f"half-shifted gateways: {sum(r['half_shifted'] for r in rows)}; leases left: "
           f"{sum(r['lease_left'] for r in rows)}; slots stuck: {sum(r['slot_stuck'] for r in rows)}; "
-          f"next release refused: {sum(1 for r in rows if r['next'] not in ('Promoted', '(promoted)'))}")
+          f"next release refused: {sum(1 for r in rows if r['next'] not in ('promoted', '(promoted)'))}")
     if needed:
         print(f"time from the kill to all put right, where a supervisor had to act ({len(needed)}): median "
               f"{statistics.median(needed):.1f} s, max {max(needed):.1f} s (bound + period = "
@@ -154,6 +155,7 @@ def kills(args: argparse.Namespace) -> None:
 
 
 def _next_release(kube: Any, ns: str, app: str) -> str:
+    from flows._history import run_outcome
     from flows.params import ReleaseParameters
     from flows.release import canary_release
     from lamia_core.policies import TimePolicy
@@ -161,7 +163,7 @@ def _next_release(kube: Any, ns: str, app: str) -> str:
     state = canary_release(ReleaseParameters(namespace=ns, app=app, baseline="stable", target="canary",
                                              policy=TimePolicy(step=50, interval=0.2), kubernetes=kube),
                            return_state=True)
-    return str(state.name)
+    return str(run_outcome(state))
 
 
 class _prefect:
@@ -185,9 +187,11 @@ class _prefect:
 
 
 def outages(args: argparse.Namespace) -> None:
+    from flows._history import run_outcome
     from flows.params import ReleaseParameters, SlackSettings
     from flows.release import canary_release
     from lamia_core.kube import KubeConfig
+    from lamia_core.outcome import Outcome
     from lamia_core.policies import TimePolicy
     from lamia_sandbox.fake_slack import DEFAULT_TOKEN, FakeSlack
     from lamia_sandbox.kube_emulator import KubeEmulator
@@ -216,7 +220,7 @@ def outages(args: argparse.Namespace) -> None:
             started = time.monotonic()
             state = canary_release(params, return_state=True)
             watcher.join(10)
-            assert state.name == "Promoted", state.message
+            assert run_outcome(state) is Outcome.PROMOTED, state.message
             return seen[0] - started
 
         results = {"no Slack": [first_step(f"none-{i}", None) for i in range(args.repeat)]}

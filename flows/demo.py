@@ -247,7 +247,9 @@ def run_in_process(flow: Flow[Any, Any], params: BaseModel, env: DemoEnvironment
     ``watch`` = (artifact key, label): print the rows of that table artifact as they come.
     """
     with get_client(sync_client=True) as client:
-        flow_run = client.create_flow_run(flow, parameters={"params": params}, tags=["lamia-demo"])
+        # Named now as the flow would name it, so that the line printed here says what it does.
+        name = getattr(params, "run_name", None)
+        flow_run = client.create_flow_run(flow, name=name, parameters={"params": params}, tags=["lamia-demo"])
     run_id = str(flow_run.id)
     say(f"{label}: flow run {flow_run.name} {env.run_url(run_id)}")
     watcher = StepWatcher(flow_run.id, watch[0], watch[1], say) if watch else contextlib.nullcontext()

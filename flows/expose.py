@@ -12,7 +12,7 @@ from prefect.states import Completed
 from pydantic import Field
 
 from flows._guard import exclusive_release
-from flows._history import ReleaseHistory, current_run
+from flows._history import ReleaseHistory, current_run, expose_run_name
 from flows._notify import ReleaseThread
 from flows.clusters import use_cluster
 from flows.params import Target
@@ -44,7 +44,7 @@ class ExposeParameters(Target):
                              selector=self.selector, ingress=self.ingress)
 
 
-@flow(name="expose", persist_result=False)
+@flow(name="expose", flow_run_name=expose_run_name, persist_result=False)
 def expose(params: ExposeParameters) -> State:
     """Expose the application (or, with `remove`, undo that) under its lease."""
     logger = get_run_logger()

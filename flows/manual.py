@@ -58,7 +58,7 @@ def _manual_change(
         yield read_gateway(params.kubernetes, application), history, thread, run_id
 
 
-@flow(name="set-weights", persist_result=False)
+@flow(name="set-weights", flow_run_name="{params.run_name}", persist_result=False)
 def set_weights(params: WeightsParameters) -> State:
     """Set one route's weights by hand."""
     logger = get_run_logger()
@@ -77,7 +77,7 @@ def set_weights(params: WeightsParameters) -> State:
     return Completed(message=f"{reason}: {weights}", name=Outcome.APPLIED.state_name, data=weights.as_dict())
 
 
-@flow(name="apply-route", persist_result=False)
+@flow(name="apply-route", flow_run_name="{params.run_name}", persist_result=False)
 def apply_route_flow(params: RouteParameters) -> State:
     """Send the requests matching a condition to versions by their own weights."""
     params = use_cluster(params)

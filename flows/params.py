@@ -1,17 +1,69 @@
-"""Flow parameters as pydantic models, so the Prefect UI renders them as forms."""
+"""Flow parameters as pydantic models, so the Prefect UI renders them as forms.
+
+What the Prefect UI's form (its custom-run page) does with a JSON schema, and so
+what the schemas here are shaped for:
+
+- it orders an object's fields by their ``position``, else as listed: the
+  fields a person fills in first come first (:func:`form`);
+- it offers an ``anyOf`` as a choice (one button per option, named by its
+  ``title``) and shows the chosen option's fields, but renders a ``oneOf`` (what
+  pydantic writes for a discriminated union) as a raw JSON box: the policy's
+  schema is an ``anyOf`` of its kinds, named ``compare``, ``time``...
+  (validation stays pydantic's discriminated union on ``kind``);
+- it renders descriptions as Markdown: examples are code spans, so that
+  ``.*`` and ``<route>`` show as written.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any, Literal, cast
+import re
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, WithJsonSchema, model_validator
 
 from lamia_core.kube import KubeConfig
 from lamia_core.models import AppName, NamespaceName, RouteName, ServiceName, VersionName
 from lamia_core.policies import ComparePolicy, Policy
 from lamia_core.prometheus import PrometheusConfig
 from lamia_core.slack import SlackConfig
+
+
+def _markdown_text(text: str) -> str:
+    """Plain text as Markdown that shows it as written: characters Markdown would take as emphasis
+    or HTML are escaped, outside code spans."""
+    parts = re.split(r"(`[^`]*`)", text)
+    return "".join(p if p.startswith("`") else re.sub(r"([\\*_<>\[\]])", r"\\\1", p) for p in parts)
+
+
+def form(*first: str) -> Callable[[dict[str, Any]], None]:
+    """A ``json_schema_extra`` that lists the fields ``first`` before the others (which keep their
+    order, so fields added later come after them) and gives every field its ``position``."""
+
+    def shape(schema: dict[str, Any]) -> None:
+        props: dict[str, Any] = schema.get("properties", {})
+        order = [name for name in first if name in props] + [name for name in props if name not in first]
+        schema["properties"] = {name: {**props[name], "position": i} for i, name in enumerate(order)}
+
+    return shape
+
+
+def _policy_choice() -> dict[str, Any]:
+    """The policy's schema as the form's choice of kinds, the default (compare) first: each kind's
+    fields inline under its name, its summary (the first paragraph of its docstring) as description."""
+    union = typing.get_args(typing.get_args(Policy)[0])
+    kinds = sorted(union, key=lambda cls: cls is not ComparePolicy)
+    options = []
+    for cls in kinds:
+        schema = cls.model_json_schema()
+        summary = (cls.__doc__ or "").strip().split("\n\n")[0]
+        props = {name: {**prop, "description": _markdown_text(prop["description"])} if "description" in prop
+                 else prop for name, prop in schema["properties"].items()}
+        options.append({**schema, "title": schema["properties"]["kind"]["const"],
+                        "description": _markdown_text(" ".join(summary.split())), "properties": props})
+    return {"anyOf": options, "title": "Policy"}
 
 
 class SlackSettings(BaseModel):
@@ -92,17 +144,21 @@ class Target(BaseModel):
 class ReleaseParameters(Target):
     """A canary release of `target` against `baseline`."""
 
+    model_config = ConfigDict(json_schema_extra=form(
+        "baseline", "target", "namespace", "app", "policy", "condition", "prometheus", "approval",
+        "approval_timeout_seconds", "cluster", "service", "kubernetes", "slack"))
+
     baseline: VersionName = Field(
         description="Version serving traffic now; it gets everything back on rollback")
     target: VersionName = Field(description="Version to release")
-    policy: Policy = Field(
+    policy: Annotated[Policy, WithJsonSchema(_policy_choice())] = Field(
         default_factory=ComparePolicy,
         description="How weight moves, and when to roll back; default: compare the target with the baseline",
     )
     condition: str | None = Field(
         None,
-        description='Only requests matching this condition take part, e.g. header "User-Agent" regex '
-        '"^.*(Chrome).*$"; everyone else stays on the baseline',
+        description='Only requests matching this condition take part, e.g. `header "User-Agent" regex '
+        '"^.*(Chrome).*$"`; everyone else stays on the baseline',
     )
     prometheus: PrometheusConfig = Field(
         default_factory=lambda: PrometheusConfig(
@@ -128,6 +184,11 @@ class ReleaseParameters(Target):
         "the step before the last (max weight, or 100 minus one step when max weight is 100)")
     approval_timeout_seconds: int = Field(3600, ge=1, description="Roll back when nobody approves in time")
 
+    @property
+    def run_name(self) -> str:
+        """The flow run's name: ``reviews v1→v2``."""
+        return f"{self.app} {self.baseline}→{self.target}"
+
     def approval_weight(self) -> int:
         """Where the release waits for approval: ``approval_at``, else the step before the last."""
         if self.approval_at is not None:
@@ -139,13 +200,34 @@ class ReleaseParameters(Target):
 class WeightsParameters(Target):
     """Set a route's weights by hand (manual canary)."""
 
-    weights: dict[str, int] = Field(description="Weight per version, integers summing to 100")
+    model_config = ConfigDict(json_schema_extra=form("namespace", "app", "weights", "route"))
+
+    weights: dict[str, int] = Field(description="Weight per version, integers summing to 100, e.g. "
+                                    '`{"v1": 90, "v2": 10}`')
     route: RouteName = Field("default", description="Route whose weights to set")
+
+    @property
+    def run_name(self) -> str:
+        """``reviews weights v1=90 v2=10`` (``reviews weights canary: ...`` on another route)."""
+        route = "" if self.route == "default" else f"{self.route}: "
+        return f"{self.app} weights {route}{_weights(self.weights)}"
 
 
 class RouteParameters(Target):
     """Route the requests matching a condition by their own weights."""
 
-    condition: str = Field(description='e.g. header "User-Agent" regex "^.*(Chrome).*$"')
-    weights: dict[str, int] = Field(description="Weights for the matching requests")
-    route: RouteName = Field("condition", description="Name of the route (Lamia names it lamia-<route>)")
+    model_config = ConfigDict(json_schema_extra=form("namespace", "app", "condition", "weights", "route"))
+
+    condition: str = Field(description='Which requests, e.g. `header "User-Agent" regex "^.*(Chrome).*$"`')
+    weights: dict[str, int] = Field(
+        description='Weights for the matching requests, e.g. `{"v1": 50, "v2": 50}`')
+    route: RouteName = Field("condition", description="Name of the route (Lamia names it `lamia-<route>`)")
+
+    @property
+    def run_name(self) -> str:
+        """``reviews route condition: v1=50 v2=50``."""
+        return f"{self.app} route {self.route}: {_weights(self.weights)}"
+
+
+def _weights(weights: dict[str, int]) -> str:
+    return " ".join(f"{v}={w}" for v, w in weights.items())

@@ -42,7 +42,7 @@ from prefect.states import Completed, Crashed, Scheduled
 from pydantic import BaseModel, Field
 
 from flows._guard import free_slot, limit_name, run_info
-from flows._history import app_resource
+from flows._history import app_resource, reconcile_run_name
 from flows.clusters import cluster_tag
 from flows.clusters import kube_config as saved_cluster
 from flows.clusters import names as cluster_names
@@ -207,7 +207,7 @@ def _mark_stuck_runs(kube: KubeConfig, holders: set[str], apps: set[str]) -> lis
     return rows
 
 
-@flow(name="lamia-reconcile", persist_result=False)
+@flow(name="lamia-reconcile", flow_run_name=reconcile_run_name, persist_result=False)
 def reconcile(params: ReconcileParameters | None = None) -> State:
     """Put right every release whose worker died: roll back (or resume) and free its slot."""
     params = params or ReconcileParameters()

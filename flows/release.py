@@ -338,7 +338,8 @@ def _resumed(spec: ReleaseSpec, lease: Lease, history: ReleaseHistory, now: floa
     gap = now - (parse_time(lease.heartbeat) or now)
     reason = (f"resumed at step {state.steps} ({state.weights}) after the worker was lost: "
               f"{gap:.0f} s without a check (resume {lease.resumes})")
-    history.note("resumed", state.weights.as_dict(), reason, {"step": state.steps, "gap_s": round(gap, 1)})
+    # Not "resumed", which is a paused release let go on by a person.
+    history.note("taken-over", state.weights.as_dict(), reason, {"step": state.steps, "gap_s": round(gap, 1)})
     due = state.next_check_at if state.next_check_at is not None else now
     return Decision(action="hold", state=state, reason=reason, wake_at=max(now, due))
 
@@ -516,7 +517,7 @@ def _resume_from(params: ReleaseParameters, application: Application, run_id: st
     return lease
 
 
-@flow(name="canary-release", log_prints=True, persist_result=False)
+@flow(name="canary-release", flow_run_name="{params.run_name}", log_prints=True, persist_result=False)
 def canary_release(params: ReleaseParameters) -> State:
     """Shift traffic to `target` step by step while it stays healthy; roll back when it does not."""
     logger = get_run_logger()

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from urllib3.util.retry import Retry
 
 from lamia_core.errors import (
@@ -61,7 +61,9 @@ class PrometheusConfig(BaseModel):
     headers: dict[str, str] = {}
     verify_tls: bool = True
     ca_file: str | None = None
-    bearer_token: str | None = Field(default=None, repr=False)
+    bearer_token: SecretStr | None = Field(
+        default=None, description="Bearer token for a Prometheus behind authentication; stored as a secret "
+        "(shown obfuscated by the Prefect UI and API)")
 
     @field_validator("url")
     @classmethod
@@ -133,8 +135,8 @@ class PrometheusAdapter:
         session.verify = config.ca_file if config.ca_file else config.verify_tls
         session.hooks["response"].append(_fail_on_error_status)
         headers = dict(config.headers)
-        if config.bearer_token:
-            headers["Authorization"] = f"Bearer {config.bearer_token}"
+        if config.bearer_token is not None and config.bearer_token.get_secret_value():
+            headers["Authorization"] = f"Bearer {config.bearer_token.get_secret_value()}"
         self._session = session
         self._headers = headers
         self._client = PrometheusConnect(

@@ -29,6 +29,7 @@ from prefect.exceptions import ObjectNotFound
 
 from flows._chaos import ENV, POINTS
 from flows._guard import limit_name
+from flows._history import run_outcome
 from flows.params import ReleaseParameters
 from flows.reconcile import ReconcileParameters, reconcile
 from flows.release import canary_release
@@ -36,6 +37,7 @@ from lamia_core.istio import ISTIO_API
 from lamia_core.kube import KubeAdapter, KubeConfig
 from lamia_core.lease import lease_of
 from lamia_core.models import Gateway, Route, Weights
+from lamia_core.outcome import Outcome
 from lamia_core.policies import TimePolicy
 from lamia_sandbox.kube_emulator import KubeEmulator
 from lamia_sandbox.seed import seed_application
@@ -72,7 +74,7 @@ class Result:
     lease_left: bool
     busy_slots: int
     run_state: str | None
-    next_release: str | None
+    next_release: Outcome | None
     recovery_s: float
 
 
@@ -132,8 +134,8 @@ def run_trial(emulator: KubeEmulator, kube: KubeConfig, env: dict[str, str], tri
         namespace=ns, app=trial.app, baseline="stable", target="canary",
         policy=TimePolicy(step=50, interval=0.2), kubernetes=kube,
     ), return_state=True) if weights["stable"] == 100 else None
-    return Result(trial, killed, weights, lease_left, slots, run_state, after.name if after else None,
-                  recovered)
+    return Result(trial, killed, weights, lease_left, slots, run_state,
+                  run_outcome(after) if after else None, recovered)
 
 
 def trials() -> list[Trial]:
@@ -160,6 +162,6 @@ def test_sigkill_anywhere_leaves_no_half_shifted_gateway_lease_or_slot(
         assert r.busy_slots == 0, (what, "slot stuck")
         assert r.run_state != "Running", (what, "the dead run is still shown Running")
         if r.weights["stable"] == 100:
-            assert r.next_release == "Promoted", (what, "the next release was not accepted")
+            assert r.next_release is Outcome.PROMOTED, (what, "the next release was not accepted")
     killed_mid_release = [r for r in results if r.killed and r.run_state == "Crashed"]
     assert killed_mid_release, "at least the named points mid-release were put right by the supervisor"

@@ -17,8 +17,10 @@ from uuid import UUID
 import pytest
 from prefect.client.orchestration import get_client
 
+from flows._history import run_outcome
 from flows.params import ReleaseParameters
 from flows.release import canary_release
+from lamia_core.outcome import Outcome
 from lamia_core.policies import HealthPolicy
 from lamia_sandbox.sandbox import Sandbox
 from tests.test_release_flow import Background, artifacts, routes, table_rows, vs, wait_until
@@ -104,19 +106,19 @@ def test_watch_prints_each_step_and_exits_with_the_outcome(
     prefect_server: Any, fresh_gateway: Sandbox
 ) -> None:
     sb = fresh_gateway
-    for target, code, outcome in (("v2", 0, "Promoted"), ("v3", 1, "RolledBack")):
+    for target, code, outcome in (("v2", 0, Outcome.PROMOTED), ("v3", 1, Outcome.ROLLED_BACK)):
         run = release(sb, target)
         wait_until(lambda: "lamia.io/release" in vs(sb)["metadata"].get("annotations", {}), what="the lease")
         watched = lamia(prefect_server, "release", "watch", *app_args(sb), "--timeout", "120")
         state = run.join()
-        assert state.name == outcome, state.message
+        assert run_outcome(state) is outcome, state.message
         assert watched.returncode == code, (watched.stdout, watched.stderr)
         lines = watched.stdout.splitlines()
         steps = [line for line in lines if line.startswith("step ")]
         assert steps and all("v1=" in line and (f"{target}=") in line for line in steps)
         assert any("next check" in line for line in steps), "each step says when the next check is"
         assert any(">= 0.8" in line for line in steps), "the values judged, against the threshold"
-        assert outcome in lines[-1]
+        assert f": {outcome.value} - " in lines[-1]
         assert lines[-1].endswith(f"(exit {code})")
         fresh_gateway_reset(sb)
 
@@ -147,7 +149,7 @@ def test_approval_at_a_weight_below_100_waits_there_with_the_checks_going_on(
                      "--comment", "dashboards look fine")
     assert approved.returncode == 0, approved.stderr
     state = run.join()
-    assert state.name == "Promoted", state.message
+    assert run_outcome(state) is Outcome.PROMOTED, state.message
     rows = rows_of(state)
     waits = [r for r in rows if "waiting for approval" in r["reason"]]
     assert waits and all(r["weights"].endswith("v2=50, v3=0") for r in waits), "the checks went on"
@@ -172,7 +174,7 @@ def test_pause_holds_resume_goes_on_and_promote_ends_it_by_hand(
     assert lamia(prefect_server, "release", "promote", *app_args(sb), "--by", "bob@ops",
                  "--reason", "good enough").returncode == 0
     state = run.join()
-    assert state.name == "Promoted", state.message
+    assert run_outcome(state) is Outcome.PROMOTED, state.message
     assert "promoted by hand by bob@ops (good enough)" in (state.message or "")
     assert routes(sb)["default"]["v2"] == 100
     rows = rows_of(state)

@@ -74,21 +74,23 @@ def test_start_local_exit_code_is_the_ci_verdict_and_history_lists_both(
     sb = fresh_gateway
     promoted = runner.invoke(app, start_args(sb, "v2", "--local"))
     assert promoted.exit_code == 0, promoted.output
-    assert "Promoted" in promoted.stdout
+    assert "Completed: promoted v2" in promoted.stdout
     assert routes(sb)["default"]["v2"] == 100
 
     back_to_v1(sb)
     rolled = runner.invoke(app, start_args(sb, "v3", "--local"))
     assert rolled.exit_code == 1, rolled.output
-    assert "RolledBack" in rolled.stdout
+    assert "Failed: rolled back to v1" in rolled.stdout
 
     history = runner.invoke(app, ["release", "history", "-a", sb.app, "--namespace", sb.namespace,
                                   "-o", "json"])
     assert history.exit_code == 0, history.output
     rows = json.loads(history.stdout)
     # Newest first: the releases, and between them the weights set by hand (a change without a flow).
-    assert [(r["kind"], r["state"]) for r in rows[:3]] == [
-        ("canary-release", "RolledBack"), ("weights set", "Applied"), ("canary-release", "Promoted")]
+    assert [(r["kind"], r["state"], r["outcome"]) for r in rows[:3]] == [
+        ("canary-release", "Failed", "rolled-back"), ("weights set", "Completed", "applied"),
+        ("canary-release", "Completed", "promoted")]
+    assert rows[0]["message"].startswith("rolled back to v1") and rows[2]["message"].startswith("promoted v2")
     assert "set to v1=100,v2=0,v3=0 by hand" in rows[1]["message"]
 
 
@@ -209,11 +211,11 @@ def test_prefect_deployment_run_watch_is_a_ci_gate(
         wait_until(deployed, 90, "lamia serve to register its deployments")
         promoted = run("v2")
         assert promoted.returncode == 0, promoted.stdout + promoted.stderr
-        assert "Promoted" in promoted.stdout
+        assert "Completed" in promoted.stdout
         back_to_v1(sb)
         rolled = run("v3")
         assert rolled.returncode != 0, rolled.stdout + rolled.stderr
-        assert "RolledBack" in rolled.stdout
+        assert "Failed" in rolled.stdout
         assert routes(sb)["default"]["v1"] == 100
     finally:
         os.killpg(serve.pid, signal.SIGINT)

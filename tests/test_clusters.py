@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from flows._guard import limit_name
+from flows._history import run_outcome
 from flows.cli import app as cli
 from flows.clusters import LamiaCluster, cluster_tag, save, use_cluster
 from flows.params import ReleaseParameters, Target
@@ -25,6 +26,7 @@ from lamia_core.errors import InvalidInput
 from lamia_core.istio import ISTIO_API
 from lamia_core.kube import KubeConfig
 from lamia_core.lease import lease_of
+from lamia_core.outcome import Outcome
 from lamia_core.policies import TimePolicy
 from lamia_sandbox.kube_emulator import KubeEmulator
 from lamia_sandbox.seed import seed_application
@@ -181,7 +183,7 @@ def test_one_release_on_each_of_two_clusters_at_once(two_regions: TwoRegions) ->
     assert run_state(eu_lease.holder).state.is_paused(), "prod-eu's release goes on"
 
     lamia("release", "approve", "-a", APP, "-n", NS, "--cluster", "prod-eu")
-    assert eu_run.join().name == "Promoted"
+    assert run_outcome(eu_run.join()) is Outcome.PROMOTED
     assert eu_writes == [0, 25, 50, 75, 100] and us_writes == [0, 10, 0]
     assert canary_now(eu) == 100 and canary_now(us) == 0
 

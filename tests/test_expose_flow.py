@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 
+from flows._history import run_outcome
 from flows.expose import ExposeParameters, expose
 from flows.params import ReleaseParameters
 from flows.release import canary_release
 from lamia_core.exposure import exposure_of
 from lamia_core.istio import ISTIO_API
 from lamia_core.lease import lease_of
+from lamia_core.outcome import Outcome
 from lamia_core.policies import HealthPolicy
 from lamia_sandbox.sandbox import Sandbox
 
@@ -39,7 +41,7 @@ def exposed(prefect_server: Any, fresh_gateway: Sandbox) -> Iterator[Sandbox]:
     """The sandbox's app exposed by the flow; unexposed (by the flow) afterwards."""
     sb = fresh_gateway
     state = expose(exposing(sb), return_state=True)
-    assert state.name == "Applied", state.message
+    assert run_outcome(state) is Outcome.APPLIED, state.message
     assert sb.simulator is not None
     sb.simulator.refresh_gateway()
     sb.simulator.set_public_traffic(HOST, PUBLIC, share=0.5)
@@ -72,7 +74,7 @@ def test_the_flow_exposes_and_unexposes_under_the_lease(prefect_server: Any, fre
     sb = fresh_gateway
     before = vs(sb)["spec"]
     state = expose(exposing(sb, tls_secret="reviews-shop-tls"), return_state=True)
-    assert state.name == "Applied", state.message
+    assert run_outcome(state) is Outcome.APPLIED, state.message
     assert "exposed as reviews.shop.example.com through Gateway shop/reviews-gateway (created)" in (
         state.message or "")
     gateway = sb.emulator.get_object(ISTIO_API, "Gateway", sb.namespace, "reviews-gateway")
@@ -82,7 +84,7 @@ def test_the_flow_exposes_and_unexposes_under_the_lease(prefect_server: Any, fre
     assert lease_of(vs(sb)) is None, "the lease is given back"
 
     removed = expose(exposing(sb, remove=True), return_state=True)
-    assert removed.name == "Applied", removed.message
+    assert run_outcome(removed) is Outcome.APPLIED, removed.message
     assert sb.emulator.get_object(ISTIO_API, "Gateway", sb.namespace, "reviews-gateway") is None
     assert vs(sb)["spec"] == before and exposure_of(vs(sb)) is None
 
@@ -100,12 +102,12 @@ def test_public_traffic_shifts_with_a_release(exposed: Sandbox) -> None:
     assert public_versions(sb) == Counter({"v1": 400}), "before the release, all on the baseline"
 
     held = release(sb, max_weight=50, final_action="hold")
-    assert held.name == "Held", held.message
+    assert run_outcome(held) is Outcome.HELD, held.message
     split = public_versions(sb)
     assert set(split) == {"v1", "v2"} and all(100 < n < 300 for n in split.values()), split
 
     promoted = release(sb)
-    assert promoted.name == "Promoted", promoted.message
+    assert run_outcome(promoted) is Outcome.PROMOTED, promoted.message
     assert public_versions(sb) == Counter({"v2": 400}), "after promotion, all on the target"
 
     # The background traffic saw both kinds of request take the same routes all along.

@@ -21,11 +21,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
+from flows._history import run_outcome
 from flows.cli import app
 from flows.params import ReleaseParameters
 from flows.release import canary_release
 from lamia_core.istio import ISTIO_API, matches_everything
 from lamia_core.kube import KubeConfig
+from lamia_core.outcome import Outcome
 from lamia_core.policies import TimePolicy
 from lamia_sandbox.kube_emulator import KubeEmulator
 from lamia_sandbox.seed import application_objects
@@ -231,7 +233,7 @@ def test_a_short_release_promotes_on_the_adopted_gateway(
         target=target, policy=TimePolicy(step=50, interval=0.3),
         kubernetes=KubeConfig(kubeconfig=str(kubeconfig), context="lamia-emulator"),
     ), return_state=True)
-    assert state.name == "Promoted", state.message
+    assert run_outcome(state) is Outcome.PROMOTED, state.message
     assert lamia_weights(kube_emulator, case) == {v: 100 if v == target else 0 for v in case["versions"]}
     check_foreign_untouched(kube_emulator, case, before)
     check_valid(kube_emulator, case, istio_validator)

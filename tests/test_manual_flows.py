@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
+from flows._history import run_outcome
 from flows.manual import apply_route_flow, set_weights
 from flows.params import RouteParameters, WeightsParameters
 from lamia_core.lease import lease_of
+from lamia_core.outcome import Outcome
 from lamia_sandbox.sandbox import Sandbox
 from tests.test_release_flow import cancel, release_in_background, routes, vs
 
@@ -25,7 +27,7 @@ def test_set_weights_applies_and_records_history(prefect_server: Any, fresh_gate
         ),
         return_state=True,
     )
-    assert state.name == "Applied", state.message
+    assert run_outcome(state) is Outcome.APPLIED, state.message
     assert routes(sb)["default"] == {"v1": 80, "v2": 20, "v3": 0}
     assert lease_of(vs(sb)) is None
 
@@ -56,7 +58,7 @@ def test_apply_route_sends_matching_requests_by_their_weights(
         ),
         return_state=True,
     )
-    assert state.name == "Applied", state.message
+    assert run_outcome(state) is Outcome.APPLIED, state.message
     assert routes(sb) == {"condition": {"v1": 50, "v2": 50}, "default": {"v1": 100, "v2": 0, "v3": 0}}
     first = vs(sb)["spec"]["http"][0]
     assert first["name"] == "lamia-condition"

@@ -20,12 +20,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from flows._history import run_outcome
 from flows.cli import app as cli
 from flows.params import ReleaseParameters, SlackSettings
 from flows.release import canary_release, outcome_of
 from lamia_core.istio import CONDITIONS_ANNOTATION, ISTIO_API
 from lamia_core.kube import KubeConfig
 from lamia_core.lease import LEASE_ANNOTATION, lease_of
+from lamia_core.outcome import Outcome
 from lamia_core.policies import TimePolicy
 from lamia_sandbox.fake_slack import DEFAULT_TOKEN, FakeSlack
 from lamia_sandbox.kube_emulator import KubeEmulator
@@ -124,7 +126,7 @@ def test_cli_writes_are_refused_while_a_release_holds_the_lease(
         assert holder.name in result.stderr and "lamia release abort cart --namespace shop" in result.stderr
     # Only Lamia's own release writes meanwhile: the person's refused writes changed nothing.
     state = run.join()
-    assert state.name == "Promoted", state.message
+    assert run_outcome(state) is Outcome.PROMOTED, state.message
     assert int(vs(cart)["metadata"]["resourceVersion"]) > int(before)
     assert route_weights(cart, "lamia-default") == {"stable": 0, "canary": 100}
 
@@ -144,7 +146,7 @@ def test_kubectl_apply_mid_release_interrupts_it_leaving_their_weights(
     after_kubectl = vs(cart)
     state = run.join()
 
-    assert state.name == "Interrupted", state.message
+    assert run_outcome(state) is Outcome.INTERRUPTED, state.message
     assert state.is_failed(), "a CI gate on this run fails"
     assert "route 'default' was removed" in (state.message or "")
     assert "kubectl-client-side-apply" in (state.message or "")
@@ -174,7 +176,7 @@ def test_a_conditional_route_deleted_mid_release_is_reported_and_nothing_of_lami
             "-p", '[{"op": "remove", "path": "/spec/http/0"}]')
     state = run.join()
 
-    assert state.name == "Interrupted", state.message
+    assert run_outcome(state) is Outcome.INTERRUPTED, state.message
     message = state.message or ""
     assert "route 'canary' was removed" in message and "kubectl-patch" in message
     assert "restor" not in message, "not reported as a failed restore"

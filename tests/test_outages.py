@@ -16,12 +16,14 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
 from flows._guard import ensure_limit, limit_name
+from flows._history import run_outcome
 from flows.params import ReleaseParameters, SlackSettings
 from flows.release import canary_release
 from lamia_core.istio import ISTIO_API
 from lamia_core.kube import KubeAdapter
 from lamia_core.lease import lease_of
 from lamia_core.models import Gateway, Route, Weights
+from lamia_core.outcome import Outcome
 from lamia_core.policies import ComparePolicy, HealthPolicy, TimePolicy
 from lamia_core.prometheus import PrometheusConfig
 from lamia_sandbox._lifecycle import free_port
@@ -99,7 +101,7 @@ def assert_next_release_accepted(sb: Sandbox) -> None:
     with KubeAdapter(sb.kube) as kube:
         kube.set_weights(kube.discover_application(NS, APP), Weights.all_on("stable", ["canary"]))
     state = canary_release(time_release(sb, policy=TimePolicy(step=50, interval=0.3)), return_state=True)
-    assert state.name == "Promoted", state.message
+    assert run_outcome(state) is Outcome.PROMOTED, state.message
     assert busy_slots() == 0, "the slot is given back"
 
 
@@ -121,7 +123,7 @@ def _first_step_before_slack(sb: Sandbox, slack: FakeSlack) -> None:
                           slack=SlackSettings(channel="#releases", base_url=slack.api_url))
     state = canary_release(params, return_state=True)
     watcher.join(timeout=10)
-    assert state.name == "Promoted", state.message
+    assert run_outcome(state) is Outcome.PROMOTED, state.message
     assert seen == [0], "the first step was written while Slack still had not taken the first message"
 
 
@@ -187,7 +189,7 @@ def test_prometheus_stopped_for_30_s_holds_the_release_which_goes_on(
         assert weights(fresh)[0] == held, "nothing moves without metrics"
         proxy.come_back()
         state = run.join(timeout=120)
-    assert state.name == "Promoted", state.message
+    assert run_outcome(state) is Outcome.PROMOTED, state.message
     assert_defined_end(fresh)
 
 
@@ -200,7 +202,7 @@ def test_prometheus_answering_garbage_ends_by_the_progress_deadline_with_the_rea
                               prometheus=PrometheusConfig(url=proxy.url, timeout=2))
         state = canary_release(params, return_state=True)
         assert proxy.served["html"] > 0
-    assert state.name == "RolledBack", state.message
+    assert run_outcome(state) is Outcome.ROLLED_BACK, state.message
     assert "not a query result" in (state.message or "") and "progress deadline" in (state.message or "")
     assert assert_defined_end(fresh) == {"stable": 100, "canary": 0}
     assert busy_slots() == 0
@@ -231,7 +233,7 @@ def test_a_prometheus_without_the_apps_series_says_which_series_it_lacks(
         params = time_release(fresh, policy=policy, prometheus=PrometheusConfig(url=proxy.url, timeout=2))
         state = canary_release(params, return_state=True)
         assert proxy.served["empty"] > 0
-    assert state.name == "RolledBack", state.message
+    assert run_outcome(state) is Outcome.ROLLED_BACK, state.message
     message = state.message or ""
     assert "has no series istio_requests_total{" in message and f'destination_app="{fresh.app}"' in message
     assert "progress deadline" in message

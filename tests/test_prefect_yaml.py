@@ -65,7 +65,9 @@ def test_prefect_deploy_all_creates_the_deployments(prefect_server: Any) -> None
     release = found["canary-release"]
     assert "params" in release.parameter_openapi_schema["properties"], "the UI renders the parameters"
     definitions = release.parameter_openapi_schema.get("definitions", {})
-    assert {"ReleaseParameters", "HealthPolicy", "CustomPolicy"} <= set(definitions)
+    policy = definitions["ReleaseParameters"]["properties"]["policy"]
+    assert [kind["title"] for kind in policy["anyOf"]] == ["compare", "time", "health", "metric", "custom"], (
+        "the deployed form offers every policy kind as a choice")
     exposing = found["expose"].parameter_openapi_schema
     assert "ExposeParameters" in exposing.get("definitions", {}), "the UI renders the expose form"
     nightly = found["nightly-canary"]

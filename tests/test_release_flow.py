@@ -18,11 +18,13 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFil
 from prefect.events.worker import EventsWorker
 from prefect.states import Cancelling, get_state_exception
 
+from flows._history import STEP_EVENTS, run_outcome
 from flows.params import ReleaseParameters, SlackSettings
 from flows.release import ReleaseEnded, canary_release, outcome_of
 from lamia_core.istio import virtual_service_name
 from lamia_core.kube import KubeAdapter
 from lamia_core.lease import Lease, lease_of
+from lamia_core.outcome import Outcome
 from lamia_core.policies import ComparePolicy, HealthPolicy
 from lamia_sandbox.fake_slack import DEFAULT_TOKEN, FakeSlack
 from lamia_sandbox.sandbox import Sandbox
@@ -117,7 +119,9 @@ def artifacts(run_id: UUID) -> dict[str, Any]:
         )
     latest: dict[str, Any] = {}
     for a in sorted(found, key=lambda a: a.created):
+        # By type (table, progress) and by what the key names (summary, chart: both Markdown).
         latest[a.type] = a
+        latest[(a.key or "").rsplit("-", 1)[-1]] = a
     return latest
 
 
@@ -159,7 +163,7 @@ def test_healthy_target_is_promoted_with_history_and_slack_thread(
     sb = fresh_gateway
     state = canary_release(params(sb, "v2", slack=fake_slack), return_state=True)
 
-    assert state.name == "Promoted", state.message
+    assert run_outcome(state) is Outcome.PROMOTED, state.message
     assert state.is_completed()
     assert routes(sb) == {"default": {"v1": 0, "v2": 100, "v3": 0}}
     assert lease_of(vs(sb)) is None, "the lease is given back"
@@ -174,11 +178,12 @@ def test_healthy_target_is_promoted_with_history_and_slack_thread(
     assert [r["decision"] for r in rows] == ["set_weights", "set_weights", "promote"]
     assert "v2=50" in rows[0]["weights"] and "v2=100" in rows[-1]["weights"]
     assert ">= 0.8" in rows[1]["evidence"], "each step shows the threshold it met"
-    assert "promoted" in found["markdown"].data
+    assert "Promoted" in found["summary"].data
 
     names = events(f"lamia.app.{sb.namespace}.{sb.app}", run_id)
     assert names[0] == "lamia.release.started"
-    assert names.count("lamia.release.step") == 3
+    steps = [n for n in names if n.removeprefix("lamia.release.") in STEP_EVENTS.values()]
+    assert steps == ["lamia.release.weights-shifted"] * 2 + ["lamia.release.promotion-decided"]
     assert names[-1] == "lamia.release.promoted"
 
     with get_client(sync_client=True) as client:
@@ -200,7 +205,7 @@ def test_unhealthy_target_is_rolled_back_at_the_first_check_that_sees_its_errors
     sb = fresh_gateway
     state = canary_release(params(sb, "v3", slack=fake_slack), return_state=True)
 
-    assert state.name == "RolledBack", state.message
+    assert run_outcome(state) is Outcome.ROLLED_BACK, state.message
     assert state.is_failed(), "a CI gate on this run fails"
     # What a worker or `lamia serve` does with a failed run's state: it must resolve without a TypeError.
     ended = get_state_exception(state)
@@ -275,7 +280,7 @@ def test_slack_outage_does_not_change_the_outcome(
     monkeypatch.setenv("SLACK_BOT_TOKEN", DEFAULT_TOKEN)
     fake_slack.outage = True
     state = canary_release(params(fresh_gateway, "v2", slack=fake_slack), return_state=True)
-    assert state.name == "Promoted", state.message
+    assert run_outcome(state) is Outcome.PROMOTED, state.message
     assert routes(fresh_gateway)["default"]["v2"] == 100
     assert fake_slack.requests, "Lamia did try to post"
     assert not fake_slack.messages
@@ -304,7 +309,7 @@ def test_conditional_release_shifts_only_the_matching_route(
     sb = fresh_gateway
     condition = 'header "User-Agent" regex "^.*(Chrome).*$"'
     state = canary_release(params(sb, "v2", condition=condition), return_state=True)
-    assert state.name == "Promoted", state.message
+    assert run_outcome(state) is Outcome.PROMOTED, state.message
     assert routes(sb) == {"canary": {"v1": 0, "v2": 100, "v3": 0}, "default": {"v1": 100, "v2": 0, "v3": 0}}
     http = vs(sb)["spec"]["http"]
     assert http[0]["name"] == "lamia-canary"
@@ -331,7 +336,7 @@ def test_approval_gates_promotion(prefect_server: Any, fresh_gateway: Sandbox) -
     resume_flow_run(UUID(holder.holder), run_input={"decision": "go on", "comment": "looks good",
                                                     "by": "alice@laptop"})
     state = run.join()
-    assert state.name == "Promoted", state.message
+    assert run_outcome(state) is Outcome.PROMOTED, state.message
     assert routes(sb)["default"]["v2"] == 100
 
 
@@ -374,7 +379,7 @@ def test_compare_rolls_back_a_failing_target_with_both_versions_counts_in_the_st
     sb = fresh_gateway
     state = canary_release(compare_params(sb, "v3", slack=fake_slack), return_state=True)
 
-    assert state.name == "RolledBack", state.message
+    assert run_outcome(state) is Outcome.ROLLED_BACK, state.message
     assert routes(sb) == {"default": {"v1": 100, "v2": 0, "v3": 0}}
     rows = table_rows(artifacts(flow_run_id(state))["table"])
     assert rows[0]["decision"] == "set_weights" and rows[-1]["decision"] == "rollback"
@@ -400,7 +405,7 @@ def test_compare_promotes_a_good_target_on_evidence(prefect_server: Any, fresh_g
     sb = fresh_gateway
     state = canary_release(compare_params(sb, "v2"), return_state=True)
 
-    assert state.name == "Promoted", state.message
+    assert run_outcome(state) is Outcome.PROMOTED, state.message
     assert routes(sb)["default"] == {"v1": 0, "v2": 100, "v3": 0}
     rows = table_rows(artifacts(flow_run_id(state))["table"])
     assert rows[-1]["decision"] == "promote"

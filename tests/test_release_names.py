@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
+from flows._history import run_outcome
 from flows.manual import apply_route_flow, set_weights
 from flows.params import ReleaseParameters, RouteParameters, WeightsParameters
 from flows.release import canary_release
 from lamia_core.kube import KubeAdapter
 from lamia_core.models import Gateway, Route, Weights
+from lamia_core.outcome import Outcome
 from lamia_core.policies import HealthPolicy
 from lamia_sandbox.sandbox import Sandbox
 from lamia_sandbox.simulator import VersionBehaviour
@@ -80,7 +82,7 @@ def routes(sb: Sandbox) -> dict[str, dict[str, int]]:
 def test_a_healthy_target_is_promoted(prefect_server: Any, fresh: Named) -> None:
     sb, baseline, target, bad = fresh
     state = canary_release(release_params(sb, baseline, target), return_state=True)
-    assert state.name == "Promoted", state.message
+    assert run_outcome(state) is Outcome.PROMOTED, state.message
     assert routes(sb) == {"default": {baseline: 0, target: 100, bad: 0}}
     assert state.result()["weights"] == {baseline: 0, target: 100, bad: 0}
 
@@ -88,7 +90,7 @@ def test_a_healthy_target_is_promoted(prefect_server: Any, fresh: Named) -> None
 def test_a_failing_target_is_rolled_back(prefect_server: Any, fresh: Named) -> None:
     sb, baseline, _, bad = fresh
     state = canary_release(release_params(sb, baseline, bad), return_state=True)
-    assert state.name == "RolledBack", state.message
+    assert run_outcome(state) is Outcome.ROLLED_BACK, state.message
     assert f"{bad} unhealthy" in (state.message or "")
     assert routes(sb)["default"][baseline] == 100
 
@@ -96,7 +98,7 @@ def test_a_failing_target_is_rolled_back(prefect_server: Any, fresh: Named) -> N
 def test_a_conditional_release_promotes_on_its_own_route(prefect_server: Any, fresh: Named) -> None:
     sb, baseline, target, bad = fresh
     state = canary_release(release_params(sb, baseline, target, condition=CHROME), return_state=True)
-    assert state.name == "Promoted", state.message
+    assert run_outcome(state) is Outcome.PROMOTED, state.message
     assert routes(sb) == {"canary": {baseline: 0, target: 100, bad: 0},
                           "default": {baseline: 100, target: 0, bad: 0}}
 
@@ -105,9 +107,9 @@ def test_the_manual_flows_apply(prefect_server: Any, fresh: Named) -> None:
     sb, baseline, target, _ = fresh
     common: dict[str, Any] = {"namespace": sb.namespace, "app": sb.app, "kubernetes": sb.kube}
     weights = set_weights(WeightsParameters(**common, weights={baseline: 70, target: 30}), return_state=True)
-    assert weights.name == "Applied", weights.message
+    assert run_outcome(weights) is Outcome.APPLIED, weights.message
     route = apply_route_flow(RouteParameters(**common, condition=CHROME, weights={target: 100}),
                              return_state=True)
-    assert route.name == "Applied", route.message
+    assert run_outcome(route) is Outcome.APPLIED, route.message
     assert routes(sb)["condition"] == {target: 100}
     assert {v: w for v, w in routes(sb)["default"].items() if w} == {baseline: 70, target: 30}

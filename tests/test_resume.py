@@ -23,11 +23,13 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 
+from flows._history import run_outcome
 from flows.reconcile import ReconcileParameters, reconcile
 from lamia_core.istio import ISTIO_API
 from lamia_core.kube import KubeAdapter, KubeConfig
 from lamia_core.lease import lease_of
 from lamia_core.models import Gateway, Route, Weights
+from lamia_core.outcome import Outcome
 from lamia_sandbox.kube_emulator import KubeEmulator
 from lamia_sandbox.seed import seed_application
 from tests.test_release_flow import artifacts, table_rows, wait_until
@@ -86,9 +88,11 @@ def test_a_killed_worker_is_resumed_from_its_last_step(
                     return False
             return True
 
-        wait_until(deployed, 60, "lamia serve's deployments")
+        # Generous bounds: `lamia serve` polls for runs and starts each in a new process, which takes
+        # long on a loaded machine; what is checked is what happens, not how fast.
+        wait_until(deployed, 180, "lamia serve's deployments")
         first = run_deployment("canary-release/canary-release", parameters={"params": params}, timeout=0)
-        wait_until(lambda: route(kube_emulator)["canary"] >= 40, 90, "two steps of the first run")
+        wait_until(lambda: route(kube_emulator)["canary"] >= 40, 240, "two steps of the first run")
         pids = flow_run_processes(str(first.id))  # type: ignore[union-attr]
         assert pids, "the flow run's process"
         for pid in pids:
@@ -104,7 +108,7 @@ def test_a_killed_worker_is_resumed_from_its_last_step(
             now = lease_of(kube_emulator.get_object(ISTIO_API, "VirtualService", NS, APP))
             return now is not None and now.holder != lease.holder
 
-        wait_until(resumed, 30, "the supervisor to resume the release")
+        wait_until(resumed, 120, "the supervisor to resume the release")
         successor = lease_of(kube_emulator.get_object(ISTIO_API, "VirtualService", NS, APP))
         assert successor is not None and successor.resumes == 1 and successor.state == lease.state
         assert route(kube_emulator) == at_kill, "nothing moved while the release had no worker"
@@ -114,17 +118,17 @@ def test_a_killed_worker_is_resumed_from_its_last_step(
                 state = client.read_flow_run(UUID(successor.holder)).state
             return bool(state and state.is_final())
 
-        wait_until(over, 120, "the resumed run to end")
+        wait_until(over, 240, "the resumed run to end")
         with get_client(sync_client=True) as client:
             dead = client.read_flow_run(first.id).state  # type: ignore[union-attr]
             done = client.read_flow_run(UUID(successor.holder)).state
         assert dead is not None and dead.type.value == "CRASHED"
         assert "resumed by flow run" in (dead.message or "")
-        assert done is not None and done.name == "Promoted", done.message if done else None
+        assert done is not None and run_outcome(done) is Outcome.PROMOTED, done.message if done else None
         assert route(kube_emulator) == {"stable": 0, "canary": 100}
 
         rows = table_rows(artifacts(UUID(successor.holder))["table"])
-        assert rows[0]["decision"] == "resumed" and f"at step {recorded_step}" in rows[0]["reason"]
+        assert rows[0]["decision"] == "taken-over" and f"at step {recorded_step}" in rows[0]["reason"]
         def canary(row: dict[str, Any]) -> int:
             return int(row["weights"].split("canary=")[1].split(",")[0])
 

@@ -34,6 +34,7 @@ from flows.cli._runs import (
 from flows.cli.clusters import kube_config
 from lamia_core.errors import InvalidInput
 from lamia_core.kube import KubeAdapter
+from lamia_core.outcome import Outcome
 from lamia_core.text import weights_text
 
 TimeoutOpt = Annotated[float | None, typer.Option(
@@ -69,8 +70,9 @@ def follow(flow_run_id: UUID, namespace: str, app_name: str, *, timeout: float |
                 for row in step_rows(flow_run_id, namespace, app_name)[printed:]:
                     typer.echo(step_line(row))
                 code = exit_code_of(state)
-                typer.echo(f"{run.name}: {state.name}" + (f" - {state.message}" if state.message else "")
-                           + f" (exit {code})")
+                outcome = Outcome.of_run(run.tags, state.type.value, state.name)
+                said = f" - {state.message}" if state.message else ""
+                typer.echo(f"{run.name}: {outcome or state.name}{said} (exit {code})")
                 return code
             if deadline is not None and time.monotonic() >= deadline:
                 now = state.name if state else "?"
@@ -164,9 +166,13 @@ def status(namespace: NamespaceOpt, app_name: AppOpt, cluster: ClusterOpt = None
 
 def _row(run: Any) -> dict[str, Any]:
     state = run.state
+    # The state keeps Prefect's name (Failed); the outcome (rolled-back) is what a person asks for.
+    outcome = Outcome.of_run(run.tags, state.type.value if state else None, state.name if state else None)
     return {"flow_run_id": str(run.id), "name": run.name, "app": app_of(run), "kind": kind_of(run),
             "started": run.start_time.isoformat() if run.start_time else None,
-            "state": state.name if state else None, "message": state.message if state else None}
+            "state": state.name if state else None,
+            "outcome": outcome.value if outcome is not None else (state.name.lower() if state else None),
+            "message": state.message if state else None}
 
 
 @release_app.command("list")
@@ -181,7 +187,7 @@ def list_releases(
     seen = {r["flow_run_id"] for r in live}
     recent = [_row(r) for r in runs(namespace, None, limit, cluster=cluster) if str(r.id) not in seen]
     rows = (live + recent)[:limit]
-    emit(rows, output, lambda: columns(rows, ["app", "kind", "state", "started", "name", "message"])
+    emit(rows, output, lambda: columns(rows, ["app", "kind", "outcome", "started", "name", "message"])
          if rows else "no releases recorded\n")
 
 
@@ -196,7 +202,7 @@ def history(namespace: NamespaceOpt, app_name: AppOpt,
     rows += manual_changes(namespace, app_name, limit)
     rows.sort(key=lambda r: r["started"] or "", reverse=True)
     rows = rows[:limit]
-    emit(rows, output, lambda: columns(rows, ["started", "kind", "state", "name", "message"])
+    emit(rows, output, lambda: columns(rows, ["started", "kind", "outcome", "name", "message"])
          if rows else f"no releases of {app_name} in {namespace} recorded\n")
 
 
@@ -213,7 +219,8 @@ def manual_changes(namespace: str, app_name: str, limit: int) -> list[dict[str, 
             resource=EventResourceFilter(id=[f"lamia.app.{namespace}.{app_name}"])), limit=limit)
     return [{"flow_run_id": None, "name": e.payload.get("command"), "app": f"{namespace}/{app_name}",
              "kind": e.payload.get("kind", "manual"), "started": e.occurred.isoformat(),
-             "state": "Applied", "message": e.payload.get("reason")} for e in page.events]
+             "state": "Completed", "outcome": Outcome.APPLIED.value, "message": e.payload.get("reason")}
+            for e in page.events]
 
 
 # --- steering a running release -------------------------------------------------------------------
