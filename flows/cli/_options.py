@@ -14,7 +14,10 @@ ServiceOpt = Annotated[
     str | None,
     typer.Option("--service", help="The Service in front of the application, when several select it."),
 ]
-ClusterOpt = Annotated[str | None, typer.Option("--cluster", help="A saved cluster: lamia cluster add.")]
+ClusterOpt = Annotated[
+    str | None,
+    typer.Option("--cluster", help="A saved cluster (lamia cluster add), instead of --kubeconfig/--context."),
+]
 KubeconfigOpt = Annotated[
     str | None,
     typer.Option(

@@ -25,10 +25,6 @@ from lamia_core.kube import KubeAdapter, KubeConfig
 if TYPE_CHECKING:
     from flows.clusters import LamiaCluster
 
-Cluster = Annotated[
-    str | None,
-    typer.Option("--cluster", help="A saved cluster (lamia cluster add), instead of --kubeconfig/--context."),
-]
 #: Seconds `cluster list` waits for each API server by default: a reachable one answers /version at once.
 LIST_TIMEOUT = 3.0
 

@@ -15,8 +15,8 @@ import typer
 
 from flows.cli._app import app
 from flows.cli._common import handle_errors
-from flows.cli._options import AppOpt, ContextOpt, KubeconfigOpt, NamespaceOpt, ServiceOpt
-from flows.cli.clusters import Cluster, prometheus_for
+from flows.cli._options import AppOpt, ClusterOpt, ContextOpt, KubeconfigOpt, NamespaceOpt, ServiceOpt
+from flows.cli.clusters import prometheus_for
 from flows.cli.expose import adapter
 from lamia_core.doctor import (
     NEEDED_ACCESS,
@@ -184,7 +184,7 @@ def doctor(
         str, typer.Option("--deployment", help="The release deployment to look for.")
     ] = DEPLOYMENT,
     output: Annotated[Output, typer.Option("--output", "-o", help="text or json.")] = Output.text,
-    cluster: Cluster = None,
+    cluster: ClusterOpt = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
 ) -> None:

@@ -13,8 +13,8 @@ import typer
 
 from flows.cli._app import app
 from flows.cli._common import handle_errors
-from flows.cli._options import AppOpt, ContextOpt, KubeconfigOpt, NamespaceOpt
-from flows.cli.clusters import Cluster, kube_config
+from flows.cli._options import AppOpt, ClusterOpt, ContextOpt, KubeconfigOpt, NamespaceOpt
+from flows.cli.clusters import kube_config
 from lamia_core.exposure import DEFAULT_SELECTOR, ExposeRequest, parse_selector
 from lamia_core.kube import KubeAdapter
 
@@ -58,7 +58,7 @@ def expose(
             "Service without Lamia's weights.",
         ),
     ] = False,
-    cluster: Cluster = None,
+    cluster: ClusterOpt = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
 ) -> None:
@@ -82,7 +82,7 @@ def expose(
 def unexpose(
     namespace: NamespaceOpt,
     app_name: AppOpt,
-    cluster: Cluster = None,
+    cluster: ClusterOpt = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
 ) -> None:

@@ -15,8 +15,8 @@ import yaml
 
 from flows.cli._app import cluster_app, gateway_app, render_app, weights_app
 from flows.cli._common import handle_errors
-from flows.cli._options import AppOpt, ContextOpt, KubeconfigOpt, NamespaceOpt, ServiceOpt
-from flows.cli.clusters import Cluster, kube_config
+from flows.cli._options import AppOpt, ClusterOpt, ContextOpt, KubeconfigOpt, NamespaceOpt, ServiceOpt
+from flows.cli.clusters import kube_config
 from lamia_core.errors import InvalidInput
 from lamia_core.istio import (
     render_destination_rule,
@@ -113,7 +113,7 @@ def render_gateway(
 @handle_errors
 def cluster_init(
     namespace: Annotated[str, typer.Argument(help="Namespace to prepare; created when missing.")],
-    cluster: Cluster = None,
+    cluster: ClusterOpt = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
 ) -> None:
@@ -141,7 +141,7 @@ def gateway_apply(
         ),
     ] = None,
     service: ServiceOpt = None,
-    cluster: Cluster = None,
+    cluster: ClusterOpt = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
 ) -> None:
@@ -190,7 +190,7 @@ def gateway_show(
     app: AppOpt,
     output: Annotated[Output, typer.Option("--output", "-o", help="table or yaml.")] = Output.table,
     service: ServiceOpt = None,
-    cluster: Cluster = None,
+    cluster: ClusterOpt = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
 ) -> None:
@@ -257,7 +257,7 @@ def weights_set(
     app: AppOpt,
     route: Annotated[str, typer.Option(help="The route whose weights to set.")] = DEFAULT_ROUTE,
     service: ServiceOpt = None,
-    cluster: Cluster = None,
+    cluster: ClusterOpt = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
 ) -> None:
