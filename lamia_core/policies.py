@@ -113,7 +113,8 @@ class Evidence(BaseModel):
         return evidence_text(self, none="nil")
 
 
-Outcome = Literal["pass", "fail", "no_data", "hold"]
+#: What one check concluded; not :class:`lamia_core.outcome.Outcome`, how a whole release ended.
+CheckResult = Literal["pass", "fail", "no_data", "hold"]
 
 
 class Verdict(BaseModel):
@@ -128,7 +129,7 @@ class Verdict(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    outcome: Outcome
+    outcome: CheckResult
     favour: str | None = None
     reason: str
     evidence: tuple[Evidence, ...] = ()
