@@ -87,17 +87,6 @@ def _measured(params: Any) -> Any:
     return params.model_copy(update={"policy": policy})
 
 
-def _final_exit(state: Any) -> int:
-    """The exit code of a finished run: 0 when what was asked for happened (promoted, held as the
-    policy asked, a manual change applied), the same as `prefect deployment run --watch`; else 1."""
-    from lamia_core.outcome import Outcome
-
-    outcome = Outcome.from_state_name(getattr(state, "name", None)) if state is not None else None
-    if outcome is not None:
-        return outcome.exit_code
-    return 0 if state is not None and state.is_completed() else 1
-
-
 @release_app.command("start")
 @handle_errors
 def start(
@@ -304,11 +293,12 @@ def start(
     )
     _preflight(params, kube)
     if local:
+        from flows.cli.runs import exit_code_of
         from flows.release import canary_release
 
         state = canary_release(params, return_state=True)
         print(f"{state.name}: {state.message}")
-        raise typer.Exit(_final_exit(state))
+        raise typer.Exit(exit_code_of(state))
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
