@@ -209,7 +209,8 @@ def run_engine(policy_name: str, world: World) -> Result:
     spec = ReleaseSpec(namespace="shop", app="reviews", baseline="v1", target="v2", policy=policy)
     t0 = HISTORY
     world.run_until(t0, {"v1": 100})
-    d = start(spec, t0)
+    found = world.latest(t0) if policy_name == "compare" else None
+    d = start(spec, t0, scraped_at=found[0] if found else None)
     while d.wake_at is not None and d.wake_at - t0 <= HORIZON:
         world.run_until(d.wake_at, d.state.weights.as_dict())
         now = d.wake_at

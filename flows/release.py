@@ -57,7 +57,7 @@ from lamia_core.engine import (
     promote_now,
     start,
 )
-from lamia_core.errors import ForeignChange, InvalidInput, ReleaseLocked, TemporaryError
+from lamia_core.errors import ForeignChange, InvalidInput, LamiaError, ReleaseLocked, TemporaryError
 from lamia_core.kube import KubeConfig
 from lamia_core.lease import Lease, abort_hint, parse_time, worker_loss_bound
 from lamia_core.metrics import no_series
@@ -352,6 +352,19 @@ def _forward(spec: ReleaseSpec, state: ReleaseState, decision: Decision) -> int 
     return after if after > state.weights[spec.target] or decision.action == "promote" else None
 
 
+def _scrape_phase(params: ReleaseParameters, spec: ReleaseSpec) -> float | None:
+    """The newest sample of the application, so the first check of a compare release comes just after
+    a scrape. Only a hint: without it the first check is one interval on, so it is asked once, with no
+    retries to delay the start."""
+    if not isinstance(spec.policy, ComparePolicy):
+        return None
+    try:
+        return latest_scrape.fn(params.prometheus, spec.namespace, spec.app)
+    except LamiaError as exc:
+        get_run_logger().info("newest sample time unknown (%s): first check one interval on", exc)
+        return None
+
+
 def _drive(
     params: ReleaseParameters,
     writer: RouteWriter,
@@ -366,7 +379,8 @@ def _drive(
     approved = not params.approval
     approval_at = params.approval_weight()
     controls = Controls(history.flow_run_id)
-    decision = start(spec, now) if resume is None else _resumed(spec, resume, history, now)
+    decision = start(spec, now, scraped_at=_scrape_phase(params, spec)) if resume is None else _resumed(
+        spec, resume, history, now)
     before = decision.state
     while True:
         now = time.time()

@@ -39,20 +39,28 @@ Semantics (the defaults are those of the policies, :mod:`lamia_core.policies`):
   half-shifted unless the user asked for a hold.
 
 Which observations count: one taken before ``last_change_at + interval``
-(i.e. before the current weights had one interval of traffic) or not newer than
-the last counted one is ignored, and so is one whose newest sample
-(``scraped_at``) is not newer than the last change or than the newest sample of
-the last one counted (Prometheus had not scraped again), so a verdict is never
-drawn twice from the same data nor from a moment before the change it judges. The query window
+(i.e. before the current weights had one interval of traffic; for the compare
+judge, before the change itself, as it keeps intervals that straddle a change out
+of a step's evidence on its own) or not newer than the last counted one is
+ignored, and so is one whose newest sample (``scraped_at``) is not newer than
+the last change or than the newest sample of the last one counted (Prometheus
+had not scraped again), so a verdict is never drawn twice from the same data nor
+from a moment before the change it judges. The query window
 (default 1m) may still reach back before the change; that is accepted on
 purpose: metrics are per version, and a version's error ratio or latency
 doesn't depend on its weight, so older traffic is still evidence about the same
 version and makes ratios steadier. The cost is that a recovery (or a
 regression) shows fully only after one window.
+
+When: every check is one interval after the previous one, except that a compare
+release's checks are timed just after a scrape (:func:`next_check`): at a random
+phase a check reads data half a scrape interval old on average, and a bad target
+serves failed requests while the verdict waits.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -100,6 +108,7 @@ __all__ = [
     "abort",
     "decide",
     "held",
+    "next_check",
     "promote_now",
     "start",
 ]
@@ -313,11 +322,42 @@ def _desc(w: Weights) -> str:
     return weights_text(w.root)
 
 
+#: How long after a scrape's timestamp its samples are taken to be queryable, as a share of the scrape
+#: interval and at most :data:`SCRAPE_LAG_MAX` seconds. Prometheus stamps a sample with the scrape's
+#: start and stores it once the target has answered, normally within a fraction of a second; a check
+#: that comes too early reads the scrape before, one interval old, which is what a check at a random
+#: phase reads at worst.
+SCRAPE_LAG_SHARE = 0.25
+SCRAPE_LAG_MAX = 2.0
+
+
+def next_check(policy: Policy, now: float, scraped: float | None) -> float:
+    """When to check next: one interval on, or, for the compare judge, just after the last scrape
+    due within that interval, so that a check reads each scrape soon after it lands.
+
+    A check at a random phase of the scrapes would read a scrape half an interval late on average, and
+    the requests served meanwhile (at a bad target's error rate) are the cost of the wait; the judge
+    counts every request once whenever it is read, so reading earlier loses nothing. ``scraped`` is the
+    newest sample time seen; scrapes recur every ``policy.scrape_interval`` from it.
+    """
+    due = now + policy.interval
+    if not isinstance(policy, ComparePolicy) or scraped is None:
+        return due
+    period = policy.scrape_interval
+    lag = min(SCRAPE_LAG_MAX, SCRAPE_LAG_SHARE * period)
+    aligned = scraped + math.floor((due - lag - scraped) / period) * period + lag
+    return aligned if aligned > now else due
+
+
 # -- decisions -----------------------------------------------------------------------------------
 
 
-def start(spec: ReleaseSpec, now: float) -> Decision:
-    """The first decision: the first step toward the target (every candidate, for a metric policy)."""
+def start(spec: ReleaseSpec, now: float, *, scraped_at: float | None = None) -> Decision:
+    """The first decision: the first step toward the target (every candidate, for a metric policy).
+
+    ``scraped_at``, the newest sample Prometheus has of the application when the release starts (if
+    known), times the first check of a compare release just after a scrape, as all the later ones.
+    """
     w = _clamp(spec.start_weights(), spec)
     if isinstance(spec.policy, MetricPolicy):
         for v in spec.candidates:
@@ -330,7 +370,7 @@ def start(spec: ReleaseSpec, now: float) -> Decision:
     weights = _weights(spec, w)
     state = ReleaseState(
         phase="progressing", weights=weights, steps=1, started_at=now, last_change_at=now,
-        next_check_at=now + spec.policy.interval,
+        next_check_at=next_check(spec.policy, now, scraped_at),
     )
     return Decision(
         action="set_weights", weights=weights, state=state, wake_at=state.next_check_at,
@@ -364,7 +404,8 @@ def held(spec: ReleaseSpec, state: ReleaseState, now: float, decision: Decision,
     """``decision`` seen but not applied (the release is paused, or waits for approval): the weights,
     and what the judge has counted, stay as in ``state``; the check is recorded with its evidence,
     and the time held does not count toward the progress deadline."""
-    nxt = state.model_copy(update={"next_check_at": now + spec.policy.interval, "last_change_at": now})
+    nxt = state.model_copy(update={"next_check_at": next_check(spec.policy, now, state.last_scrape_at),
+                                   "last_change_at": now})
     return Decision(action="hold", state=nxt, evidence=decision.evidence, wake_at=nxt.next_check_at,
                     reason=f"{why}; the check says: {decision.reason}")
 
@@ -385,20 +426,25 @@ def decide(spec: ReleaseSpec, state: ReleaseState, now: float, observation: Obse
         why = observation.unavailable if observation is not None else "no observation"
         verdict = Verdict(outcome="no_data", reason=f"no data: {why}")
         return _apply(spec, state, now, verdict)
-    settled = state.last_change_at + policy.interval
+    # The judge counts each request once and keeps an interval that straddles a change out of a step's
+    # evidence itself; windowed policies need their window's traffic to be mostly under the new weights.
+    settled = state.last_change_at + (0.0 if isinstance(policy, ComparePolicy) else policy.interval)
+    seen = max((t for t in (observation.scraped_at, state.last_scrape_at) if t is not None), default=None)
     if observation.time < settled or (
         state.last_observation_at is not None and observation.time <= state.last_observation_at
     ):
-        nxt = state.model_copy(update={"next_check_at": now + policy.interval})
+        nxt = state.model_copy(update={"next_check_at": next_check(policy, now, seen)})
+        after = "the last change" if isinstance(policy, ComparePolicy) else (
+            "one interval after the last change")
         return Decision(
             action="hold", state=nxt, wake_at=nxt.next_check_at,
             reason=f"observation of t={_t(observation.time)} ignored: it must be taken after t={_t(settled)} "
-            "(one interval after the last change) and be newer than the last one counted",
+            f"({after}) and be newer than the last one counted",
         )
     scraped = observation.scraped_at
     if scraped is not None and (scraped <= state.last_change_at or (
             state.last_scrape_at is not None and scraped <= state.last_scrape_at)):
-        nxt = state.model_copy(update={"next_check_at": now + policy.interval})
+        nxt = state.model_copy(update={"next_check_at": next_check(policy, now, seen)})
         return _hold(spec, nxt, now, Verdict(
             outcome="no_data",
             reason=f"no new scrape: the newest sample is from t={_t(scraped)}, not after the last change "
@@ -496,7 +542,7 @@ def _advance(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdic
     weights = _weights(spec, shifted)
     nxt = state.model_copy(update={
         "weights": weights, "steps": state.steps + 1, "last_change_at": now,
-        "next_check_at": now + policy.interval,
+        "next_check_at": next_check(policy, now, state.last_scrape_at),
     })
     return _decision("set_weights", weights, f"{verdict.reason}; step {nxt.steps} toward {favour}: "
                      f"{_desc(weights)}", verdict, nxt, nxt.next_check_at)
@@ -526,7 +572,7 @@ def _failure(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdic
                      "judged, holding")
     nxt = failed.model_copy(update={
         "weights": weights, "steps": failed.steps + 1, "last_change_at": now,
-        "next_check_at": now + policy.interval,
+        "next_check_at": next_check(policy, now, state.last_scrape_at),
     })
     return _decision("set_weights", weights, f"{verdict.reason}; {tally}: backing off toward "
                      f"{spec.baseline}: {_desc(weights)}", verdict, nxt, nxt.next_check_at)
@@ -540,7 +586,7 @@ def _hold(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdict, 
         reason = (f"{verdict.reason}; undecided: no weight change for {stalled:g} s, past the progress "
                   f"deadline of {deadline:g} s ({which}): rolling back to {spec.baseline}")
         return _rollback(spec, state, now, reason, verdict.evidence)
-    nxt = state.model_copy(update={"next_check_at": now + spec.policy.interval})
+    nxt = state.model_copy(update={"next_check_at": next_check(spec.policy, now, state.last_scrape_at)})
     return _decision("hold", None, f"{verdict.reason}; {what}", verdict, nxt, nxt.next_check_at)
 
 

@@ -31,7 +31,7 @@ time-varying split (a step every few intervals) is handled: every interval has i
 own ``q_k``. The likelihood ratio of ``phi * r0`` against ``r0`` over the intervals
 is a nonnegative supermartingale under the null (monotone likelihood ratio, so
 also for ``r < r0``). The alternative is a mixture over ``phi`` in :data:`GRID`
-with equal weights. By Ville's inequality the mixture ever exceeds ``1/a`` with
+with the weights :data:`GRID_WEIGHTS`. By Ville's inequality the mixture ever exceeds ``1/a`` with
 probability at most ``a`` under the null, however often it is looked at: so
 checking every interval, and stopping at any time, keeps the false-rollback
 probability within ``a``.
@@ -42,8 +42,8 @@ a new test starts at each new highest weight of the target, up to
 ``ceil(max_weight / step)`` tests. The error budget ``1 - confidence`` is split
 by a union bound: errors get 90 % and latency 10 % when both gates are on (slow
 requests are many, so the latency tests need less); within a gate the test started
-with the release gets 40 %, the one started at max weight 30 % and the others share
-the rest. Over the whole release the probability of rolling back a target that
+with the release gets 60 %, the one started at max weight 30 % and the others share
+the rest (:func:`_share` says why). Over the whole release the probability of rolling back a target that
 is not worse beyond tolerance stays within ``1 - confidence``.
 
 **Evidence to move forward.** A step needs evidence that the target is *not
@@ -71,8 +71,12 @@ from pydantic import Field
 
 from lamia_core._base import Frozen
 
-#: Alternatives of the rollback test: the target's rate ratio as a multiple of the null boundary.
+#: Alternatives of the rollback test: the target's rate ratio as a multiple of the null boundary...
 GRID: tuple[float, ...] = (3.0, 10.0, 50.0)
+#: ...and their weights in the mixture. The gross one gets the least: a target 50 times worse shows in
+#: a handful of failed requests whatever the weight, while the mixture's cost (the log of one over the
+#: weight) falls on the moderate regressions that need tens of them.
+GRID_WEIGHTS: tuple[float, ...] = (0.4, 0.4, 0.2)
 #: Likelihood ratio (not clearly worse : clearly worse) a step needs from the requests since the last one.
 STEP_EVIDENCE = 2.0
 #: The step evidence never falls below 1/STEP_FLOOR: a few early errors of a good target at a low weight
@@ -128,7 +132,8 @@ class MixtureTest(Frozen):
 
     def log_evidence(self) -> float:
         top = max(self.log_lr)
-        return top + math.log(sum(math.exp(x - top) for x in self.log_lr) / len(self.log_lr))
+        weighted = (w * math.exp(x - top) for w, x in zip(GRID_WEIGHTS, self.log_lr, strict=True))
+        return top + math.log(sum(weighted))
 
 
 class GateState(Frozen):
@@ -252,17 +257,19 @@ def _budget(settings: JudgeSettings, gate: Gate) -> float:
 def _share(index: int, planned: int) -> float:
     """Budget share of the ``index``-th test (0 = the one started with the release).
 
-    The first test gets the most, as most regressions show from the first step; the one started
-    at max weight (the last) comes next, since a regression missed there is promoted; the
-    others share the rest.
+    The first test gets the most, as most regressions show from the first step and every failed
+    request it takes to see one is served at the first weight; the one started at max weight (the
+    last) comes next, since a regression missed there is promoted. The ones between share a tenth:
+    a regression that appears only at a middle weight is still there at max weight, where the last
+    test, started afresh, catches it.
     """
     if planned <= 1:
         return 1.0
     if planned == 2:
         return 0.5
     if index == 0:
-        return 0.4
-    return 0.3 if index == planned - 1 else 0.3 / (planned - 2)
+        return 0.6
+    return 0.3 if index == planned - 1 else 0.1 / (planned - 2)
 
 
 def choose_boundary(buckets: Sequence[float], baseline: Sequence[tuple[float, ...]]) -> float | None:
@@ -504,6 +511,7 @@ def describe(report: GateReport, *, target: str, baseline: str, confidence: floa
 
 __all__ = [
     "GRID",
+    "GRID_WEIGHTS",
     "CounterReading",
     "GateReport",
     "GateState",

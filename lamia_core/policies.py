@@ -567,9 +567,10 @@ class ComparePolicy(_Policy):
         15.0,
         gt=0,
         le=86400,
-        description="Seconds between checks; each check that sees a new scrape counts. Checking often does "
-        "not raise the false-rollback risk (the tests are anytime-valid), so the default is one scrape "
-        "interval.",
+        description="Seconds between checks; each check that sees a new scrape counts, and each is timed "
+        "just after the last scrape due within the interval, so it reads the newest requests. Checking "
+        "often does not raise the false-rollback risk (the tests are anytime-valid), so the default is "
+        "one scrape interval.",
     )
     max_weight: int = Field(
         50,

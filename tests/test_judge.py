@@ -148,7 +148,7 @@ def test_the_error_budget_is_split_over_the_planned_tests() -> None:
     assert planned_tests(30, 100) == 4
     for planned in range(1, 12):
         assert sum(_share(i, planned) for i in range(planned)) == pytest.approx(1.0)
-    assert _share(0, 5) == 0.4 and _share(4, 5) == 0.3 and _share(2, 5) == pytest.approx(0.1)
+    assert _share(0, 5) == 0.6 and _share(4, 5) == 0.3 and _share(2, 5) == pytest.approx(0.1 / 3)
 
 
 # -- whole releases -------------------------------------------------------------------------------
@@ -278,12 +278,42 @@ def test_a_check_without_a_new_scrape_is_not_a_new_observation() -> None:
     assert held.state.observations == d.state.observations and held.state.judge == d.state.judge
 
 
-def test_mixture_evidence_is_the_mean_of_the_grid() -> None:
-    from lamia_core.judge import MixtureTest
+def test_compare_checks_are_timed_just_after_a_scrape() -> None:
+    from lamia_core.engine import next_check
 
-    assert len(GRID) == 3
+    s = spec()  # checks every 15 s, Prometheus scrapes every 15 s: a check reads a scrape 2 s old
+    assert next_check(s.policy, T0 + 3, T0) == T0 + 17
+    assert next_check(s.policy, T0 + 3, None) == T0 + 18, "phase unknown: one interval on"
+    slow = spec(interval=60).policy
+    assert next_check(slow, T0 + 3, T0) == T0 + 62, "the last scrape due within the interval"
+    assert next_check(spec(interval=1, scrape_interval=1).policy, T0 + 0.5, T0) == T0 + 1.25
+    health = ReleaseSpec.model_validate({"namespace": "shop", "app": "reviews", "baseline": "stable",
+                                         "target": "canary", "policy": {"kind": "health"}}).policy
+    assert next_check(health, T0 + 3, T0) == T0 + 3 + health.interval, "windowed policies keep their pace"
+
+    traffic = Traffic({"stable": 0.005, "canary": 0.005})
+    first = start(s, T0, scraped_at=T0 - 9)
+    assert first.wake_at == T0 + 8
+    traffic.run(8, first.state.weights.as_dict())
+    # The scrape of T0 + 6 came after the change: it counts although less than an interval has passed.
+    seen = decide(s, first.state, T0 + 8, Observation(
+        time=T0 + 8, counters=traffic.read(T0 + 6), scraped_at=T0 + 6, start_counters=traffic.read(T0 - 9)))
+    assert seen.state.observations == 1 and seen.wake_at == T0 + 23
+    # Prometheus late: the check after sees no new scrape, and the next one waits for the one due next.
+    late = decide(s, seen.state, T0 + 23, Observation(time=T0 + 23, counters=traffic.read(T0 + 6),
+                                                       scraped_at=T0 + 6))
+    assert "no new scrape" in late.reason and late.wake_at == T0 + 38
+
+
+def test_mixture_evidence_is_the_weighted_mean_of_the_grid() -> None:
+    from lamia_core.judge import GRID_WEIGHTS, MixtureTest
+
+    assert len(GRID) == len(GRID_WEIGHTS) == 3 and sum(GRID_WEIGHTS) == pytest.approx(1.0)
     t = MixtureTest(from_weight=10, share=0.5, log_lr=(0.0, math.log(3), math.log(800)))
-    assert math.exp(t.log_evidence()) == pytest.approx((1 + 3 + 800) / 3)
+    assert math.exp(t.log_evidence()) == pytest.approx(0.4 * 1 + 0.4 * 3 + 0.2 * 800)
+    # A mixture, not a maximum: one alternative's evidence counts at its weight.
+    only = MixtureTest(from_weight=10, share=0.5, log_lr=(math.log(1000), -50.0, -50.0))
+    assert math.exp(only.log_evidence()) == pytest.approx(400, rel=1e-6)
 
 
 @pytest.mark.parametrize("policy,match", [
