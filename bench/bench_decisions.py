@@ -24,7 +24,7 @@ after an hour is undecided. It prints one table:
 
     .venv/bin/python bench/bench_decisions.py [--releases 1000] [--workers 2]
 
-42,000 releases (1,000 per row) take about 40 ms each, so 15 minutes on two cores
+42,000 releases (1,000 per row) take about 35 ms each, so 12 minutes on two cores
 (26 minutes while the test suite ran beside it); ``--releases 200`` gives a quick look.
 
 Columns: share promoted / rolled back / undecided; wrong = rolled back (good scenarios)
