@@ -338,14 +338,16 @@ def next_check(policy: Policy, now: float, scraped: float | None) -> float:
     A check at a random phase of the scrapes would read a scrape half an interval late on average, and
     the requests served meanwhile (at a bad target's error rate) are the cost of the wait; the judge
     counts every request once whenever it is read, so reading earlier loses nothing. ``scraped`` is the
-    newest sample time seen; scrapes recur every ``policy.scrape_interval`` from it.
+    newest sample time seen, already read; scrapes recur every ``policy.scrape_interval`` from it, and
+    the next check reads one after it, even if that one lands up to the lag after one interval.
     """
     due = now + policy.interval
     if not isinstance(policy, ComparePolicy) or scraped is None:
         return due
     period = policy.scrape_interval
     lag = min(SCRAPE_LAG_MAX, SCRAPE_LAG_SHARE * period)
-    aligned = scraped + math.floor((due - lag - scraped) / period) * period + lag
+    scrapes = max(1, math.floor((due - lag - scraped) / period))
+    aligned = scraped + scrapes * period + lag
     return aligned if aligned > now else due
 
 
@@ -444,12 +446,11 @@ def decide(spec: ReleaseSpec, state: ReleaseState, now: float, observation: Obse
     scraped = observation.scraped_at
     if scraped is not None and (scraped <= state.last_change_at or (
             state.last_scrape_at is not None and scraped <= state.last_scrape_at)):
-        nxt = state.model_copy(update={"next_check_at": next_check(policy, now, seen)})
-        return _hold(spec, nxt, now, Verdict(
+        return _hold(spec, state, now, Verdict(
             outcome="no_data",
             reason=f"no new scrape: the newest sample is from t={_t(scraped)}, not after the last change "
             f"(t={_t(state.last_change_at)})" + _nor_last(state),
-        ), "not a new observation, holding")
+        ), "not a new observation, holding", scraped=seen)
     update: dict[str, Any] = {"observations": state.observations + 1,
                               "last_observation_at": observation.time, "last_scrape_at": scraped}
     if isinstance(policy, ComparePolicy):
@@ -578,7 +579,10 @@ def _failure(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdic
                      f"{spec.baseline}: {_desc(weights)}", verdict, nxt, nxt.next_check_at)
 
 
-def _hold(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdict, what: str) -> Decision:
+def _hold(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdict, what: str, *,
+          scraped: float | None = None) -> Decision:
+    """Keep the weights, or roll back past the progress deadline. ``scraped``: the newest sample seen,
+    when newer than the last one counted, for the timing of the next check."""
     deadline = spec.policy.progress_deadline
     stalled = now - state.last_change_at
     if deadline is not None and stalled >= deadline:
@@ -586,7 +590,8 @@ def _hold(spec: ReleaseSpec, state: ReleaseState, now: float, verdict: Verdict, 
         reason = (f"{verdict.reason}; undecided: no weight change for {stalled:g} s, past the progress "
                   f"deadline of {deadline:g} s ({which}): rolling back to {spec.baseline}")
         return _rollback(spec, state, now, reason, verdict.evidence)
-    nxt = state.model_copy(update={"next_check_at": next_check(spec.policy, now, state.last_scrape_at)})
+    phase = scraped if scraped is not None else state.last_scrape_at
+    nxt = state.model_copy(update={"next_check_at": next_check(spec.policy, now, phase)})
     return _decision("hold", None, f"{verdict.reason}; {what}", verdict, nxt, nxt.next_check_at)
 
 

@@ -283,6 +283,7 @@ def test_compare_checks_are_timed_just_after_a_scrape() -> None:
 
     s = spec()  # checks every 15 s, Prometheus scrapes every 15 s: a check reads a scrape 2 s old
     assert next_check(s.policy, T0 + 3, T0) == T0 + 17
+    assert next_check(s.policy, T0 + 1, T0) == T0 + 17, "the scrape after the one just read, not that one"
     assert next_check(s.policy, T0 + 3, None) == T0 + 18, "phase unknown: one interval on"
     slow = spec(interval=60).policy
     assert next_check(slow, T0 + 3, T0) == T0 + 62, "the last scrape due within the interval"
@@ -303,6 +304,12 @@ def test_compare_checks_are_timed_just_after_a_scrape() -> None:
     late = decide(s, seen.state, T0 + 23, Observation(time=T0 + 23, counters=traffic.read(T0 + 6),
                                                        scraped_at=T0 + 6))
     assert "no new scrape" in late.reason and late.wake_at == T0 + 38
+    # Phase unknown at the start: the first check's stale scrape still times the next one.
+    blind = start(s, T0)
+    assert blind.wake_at == T0 + 15
+    stale = decide(s, blind.state, T0 + 15, Observation(time=T0 + 15, counters=traffic.read(T0 - 7),
+                                                         scraped_at=T0 - 7))
+    assert "no new scrape" in stale.reason and stale.wake_at == T0 + 25
 
 
 def test_mixture_evidence_is_the_weighted_mean_of_the_grid() -> None:
