@@ -384,14 +384,14 @@ def start(spec: ReleaseSpec, now: float, *, scraped_at: float | None = None) -> 
 def abort(spec: ReleaseSpec, state: ReleaseState, now: float, reason: str) -> Decision:
     """Roll back to the baseline (cancel, crash, failure of the flow itself); finish if already over."""
     if state.terminal:
-        return _finish(state, f"release already {state.phase.replace('-', ' ')}; nothing to abort ({reason})")
+        return _finish(state, f"release already {Outcome(state.phase).words}; nothing to abort ({reason})")
     return _rollback(spec, state, now, f"aborted: {reason}; rolling back to {spec.baseline}", ())
 
 
 def promote_now(spec: ReleaseSpec, state: ReleaseState, now: float, reason: str) -> Decision:
     """A person promotes the target now (``lamia release promote``): all traffic to it, the release over."""
     if state.terminal:
-        return _finish(state, f"release already {state.phase.replace('-', ' ')}; nothing to promote "
+        return _finish(state, f"release already {Outcome(state.phase).words}; nothing to promote "
                        f"({reason})")
     weights = _weights(spec, {v: 100 if v == spec.target else 0 for v in spec.versions})
     done = state.model_copy(update={
@@ -415,7 +415,7 @@ def held(spec: ReleaseSpec, state: ReleaseState, now: float, decision: Decision,
 def decide(spec: ReleaseSpec, state: ReleaseState, now: float, observation: Observation | None) -> Decision:
     """The next decision, given the state left by the previous one, the time and the latest observation."""
     if state.terminal:
-        return _finish(state, f"release {state.phase.replace('-', ' ')}; nothing left to do")
+        return _finish(state, f"release {Outcome(state.phase).words}; nothing left to do")
     if state.next_check_at is not None and now < state.next_check_at:
         return Decision(action="hold", state=state, wake_at=state.next_check_at,
                         reason=f"too early: next check at t={_t(state.next_check_at)}, now t={_t(now)}")

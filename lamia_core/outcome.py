@@ -57,9 +57,14 @@ class Outcome(StrEnum):
         return self.state_type.capitalize()
 
     @property
+    def words(self) -> str:
+        """The outcome in a sentence: ``rolled back``."""
+        return self.value.replace("-", " ")
+
+    @property
     def heading(self) -> str:
         """The outcome as a heading or a badge: ``Rolled back``."""
-        return self.value.replace("-", " ").capitalize()
+        return self.words.capitalize()
 
     @property
     def tag(self) -> str:

@@ -79,9 +79,9 @@ def assess(lease: Lease, now: float, run: RunInfo, *, max_resumes: int = MAX_RES
         return Recovery(action="none", reason=f"{lease.kind} run still {run.state_name or 'unknown'}")
     if phase in TERMINAL_PHASES:
         if run.final or lease.is_stale(now):
-            return Recovery(action="drop", reason=f"the release had ended ({phase.replace('-', ' ')}) but "
+            return Recovery(action="drop", reason=f"the release had ended ({Outcome(phase).words}) but "
                                                   f"its lease was not given back ({quiet})")
-        return Recovery(action="none", reason=f"the release is ending ({phase.replace('-', ' ')})")
+        return Recovery(action="none", reason=f"the release is ending ({Outcome(phase).words})")
     crashed = run.found and run.state_type == "CRASHED"
     if run.final and not crashed:
         return Recovery(action="rollback", reason=f"flow run ended ({run.state_name}) {at} without ending "
