@@ -45,8 +45,12 @@ class Control(BaseModel):
     why: str = Field("", max_length=2000)
     at: str = ""
 
+    def credit(self) -> str:
+        """``by ann@laptop (flaky dashboard)``: who, and why when said."""
+        return f"by {self.by}" + (f" ({self.why})" if self.why else "")
+
     def describe(self) -> str:
-        return f"{self.action} by {self.by}" + (f" ({self.why})" if self.why else "")
+        return f"{self.action} {self.credit()}"
 
 
 def send(flow_run_id: UUID, control: Control) -> None:

@@ -195,7 +195,7 @@ def _wait_until(deadline: float, flow_run_id: str, controls: Controls | None = N
         for control in controls.poll() if controls is not None else []:
             if control.action in ("pause", "resume") and history is not None:
                 kind = "paused" if control.action == "pause" else "resumed"
-                text = (f"{kind} by {control.by}" + (f" ({control.why})" if control.why else "")
+                text = (f"{kind} {control.credit()}"
                         + ("; checks go on and are recorded, but move no weight" if kind == "paused" else ""))
                 history.note(kind, weights or {}, text, {"by": control.by, "why": control.why})
                 if thread is not None:
@@ -386,13 +386,12 @@ def _drive(
         now = time.time()
         if controls.promote is not None:
             by = controls.promote
-            decision = promote_now(spec, before, now, f"promoted by hand by {by.by}"
-                                   + (f" ({by.why})" if by.why else ""))
+            decision = promote_now(spec, before, now, f"promoted by hand {by.credit()}")
             history.note("promoted-by-hand", decision.state.weights.as_dict(), decision.reason,
                          {"by": by.by, "why": by.why})
         elif controls.paused is not None and resume is None and decision.action != "finish":
             by = controls.paused
-            why = f"paused by {by.by}" + (f" ({by.why})" if by.why else "")
+            why = f"paused {by.credit()}"
             decision = held(spec, before, now, decision, why)
         elif not approved and (after := _forward(spec, before, decision)) is not None and after > approval_at:
             decision, approved = _await_approval(params, spec, writer, history, thread, before, decision)
