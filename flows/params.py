@@ -189,6 +189,11 @@ class ReleaseParameters(Target):
         """The flow run's name: ``reviews v1→v2``."""
         return f"{self.app} {self.baseline}→{self.target}"
 
+    def with_scrape_interval(self, seconds: float) -> ReleaseParameters:
+        """These parameters with the policy's scrape interval set to ``seconds``, as Prometheus reports it."""
+        policy = type(self.policy).model_validate({**self.policy.model_dump(), "scrape_interval": seconds})
+        return self.model_copy(update={"policy": policy})
+
     def approval_weight(self) -> int:
         """Where the release waits for approval: ``approval_at``, else the step before the last."""
         if self.approval_at is not None:

@@ -319,8 +319,7 @@ def _with_scrape_interval(params: ReleaseParameters) -> ReleaseParameters:
         return params
     get_run_logger().info("Prometheus scrapes %s every %g s (the policy said %g s): using %g s",
                           params.app, measured, params.policy.scrape_interval, measured)
-    policy = type(params.policy).model_validate({**params.policy.model_dump(), "scrape_interval": measured})
-    return params.model_copy(update={"policy": policy})
+    return params.with_scrape_interval(measured)
 
 
 def _apply(writer: RouteWriter, decision: Decision) -> None:

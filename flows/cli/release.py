@@ -81,10 +81,7 @@ def _measured(params: Any) -> Any:
         measured = PrometheusAdapter(quick).scrape_interval(params.namespace, params.app)
     except LamiaError:
         return params
-    if measured is None:
-        return params
-    policy = type(params.policy).model_validate({**params.policy.model_dump(), "scrape_interval": measured})
-    return params.model_copy(update={"policy": policy})
+    return params if measured is None else params.with_scrape_interval(measured)
 
 
 @release_app.command("start")
