@@ -43,8 +43,6 @@ TimeoutOpt = Annotated[float | None, typer.Option(
 
 def exit_code_of(state: Any) -> int:
     """0 promoted (or held as asked, or applied), 1 otherwise: what `prefect deployment run --watch` says."""
-    from lamia_core.outcome import Outcome
-
     outcome = Outcome.from_state_name(getattr(state, "name", None))
     if outcome is not None:
         return outcome.exit_code
@@ -211,12 +209,14 @@ def manual_changes(namespace: str, app_name: str, limit: int) -> list[dict[str, 
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
+    from flows._history import app_resource
     from flows._manual_events import CHANGE_EVENT
 
     with get_client(sync_client=True) as client:
         page = client.read_events(EventFilter(
             event=EventNameFilter(prefix=[CHANGE_EVENT]),
-            resource=EventResourceFilter(id=[f"lamia.app.{namespace}.{app_name}"])), limit=limit)
+            resource=EventResourceFilter(id=[app_resource(namespace, app_name)["prefect.resource.id"]])),
+            limit=limit)
     return [{"flow_run_id": None, "name": e.payload.get("command"), "app": f"{namespace}/{app_name}",
              "kind": e.payload.get("kind", "manual"), "started": e.occurred.isoformat(),
              "state": "Completed", "outcome": Outcome.APPLIED.value, "message": e.payload.get("reason")}
